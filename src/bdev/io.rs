@@ -1,0 +1,287 @@
+//! I/O descriptors: pooled per reactor so steady-state I/O never allocates, and completed
+//! through a per-reactor queue so a completion never runs inside its own submission (no
+//! re-entrancy, bounded stack), as SPDK defers completions.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+
+use super::channel::ChannelInner;
+use crate::runtime::buf::DmaBuf;
+use crate::runtime::register_poller;
+
+/// The kinds of I/O a bdev may support (SPDK's `spdk_bdev_io_type` subset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoType {
+    /// Read blocks into the buffer.
+    Read,
+    /// Write the buffer to blocks.
+    Write,
+    /// Make completed writes durable.
+    Flush,
+    /// Discard blocks.
+    Unmap,
+    /// Write zeroes without a data buffer.
+    WriteZeroes,
+    /// Abort everything in flight on the device.
+    Reset,
+}
+
+impl IoType {
+    /// Every type, in SPDK's `supported_io_types` order.
+    pub const ALL: [IoType; 6] = [
+        IoType::Read,
+        IoType::Write,
+        IoType::Unmap,
+        IoType::WriteZeroes,
+        IoType::Flush,
+        IoType::Reset,
+    ];
+
+    /// SPDK's key in `supported_io_types`.
+    pub fn spdk_name(self) -> &'static str {
+        match self {
+            IoType::Read => "read",
+            IoType::Write => "write",
+            IoType::Flush => "flush",
+            IoType::Unmap => "unmap",
+            IoType::WriteZeroes => "write_zeroes",
+            IoType::Reset => "reset",
+        }
+    }
+
+    /// Whether the I/O carries a data buffer.
+    pub fn has_data(self) -> bool {
+        matches!(self, IoType::Read | IoType::Write)
+    }
+}
+
+/// A raw view of I/O memory, as SPDK's iovec: the submitter guarantees the memory outlives
+/// the I/O, which is what lets a quorum hand one buffer to a child without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct IoBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl IoBuf {
+    /// No buffer (flush, unmap, write_zeroes, reset).
+    pub const NONE: IoBuf = IoBuf {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    };
+
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes until the I/O completes, and
+    /// nobody else may touch that memory meanwhile.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> IoBuf {
+        IoBuf { ptr, len }
+    }
+
+    /// # Safety
+    /// `buf` must stay alive and untouched until the I/O using this view completes.
+    pub unsafe fn from_dma(buf: &mut DmaBuf) -> IoBuf {
+        IoBuf {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is no memory.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Raw pointer for modules that hand the memory to the kernel.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// The memory as bytes.
+    ///
+    /// # Safety
+    /// Only while the I/O owning this view is in the caller's hands (between submit and
+    /// completion for a module, after completion for the submitter).
+    pub unsafe fn as_slice<'a>(&self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(self.ptr, self.len)
+    }
+
+    /// The memory as writable bytes.
+    ///
+    /// # Safety
+    /// As [`IoBuf::as_slice`], and no other live reference to the memory.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice<'a>(&self) -> &'a mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        std::slice::from_raw_parts_mut(self.ptr, self.len)
+    }
+}
+
+/// Receives completed I/O. One object usually serves many I/Os and tells them apart by
+/// [`BdevIo::tag`], so that submitting needs no allocation.
+pub trait IoDone {
+    /// Called on the submitting reactor once the I/O finished; `io.status()` says how.
+    fn io_done(&self, io: IoHandle);
+}
+
+/// One I/O request. Fields are public for the bdev modules that serve it.
+pub struct BdevIo {
+    /// What to do.
+    pub io_type: IoType,
+    /// First block.
+    pub offset_blocks: u64,
+    /// Number of blocks.
+    pub num_blocks: u64,
+    /// Data memory for reads and writes.
+    pub buf: IoBuf,
+    /// Force unit access: the write is durable when it completes.
+    pub fua: bool,
+    /// The submitter's tag, handed back at completion.
+    pub tag: u64,
+    /// Scratch space for the module serving the I/O.
+    pub driver_ctx: [u64; 2],
+    status: i32,
+    done: Option<Rc<dyn IoDone>>,
+    pub(super) layer: Option<Rc<ChannelInner>>,
+    pub(super) submit_tick: u64,
+}
+
+/// Owned handle to a pooled [`BdevIo`]; dropping it returns the descriptor to the pool.
+pub struct IoHandle(ManuallyDrop<Box<BdevIo>>);
+
+thread_local! {
+    static IO_POOL: RefCell<Vec<Box<BdevIo>>> = const { RefCell::new(Vec::new()) };
+    static COMPLETIONS: RefCell<VecDeque<IoHandle>> = const { RefCell::new(VecDeque::new()) };
+    static DRAIN_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+impl IoHandle {
+    /// A descriptor from this reactor's pool (allocates only while the pool warms up).
+    pub fn new(
+        io_type: IoType,
+        offset_blocks: u64,
+        num_blocks: u64,
+        buf: IoBuf,
+        done: Rc<dyn IoDone>,
+        tag: u64,
+    ) -> IoHandle {
+        let mut b = IO_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+            Box::new(BdevIo {
+                io_type,
+                offset_blocks: 0,
+                num_blocks: 0,
+                buf: IoBuf::NONE,
+                fua: false,
+                tag: 0,
+                driver_ctx: [0; 2],
+                status: 0,
+                done: None,
+                layer: None,
+                submit_tick: 0,
+            })
+        });
+        b.io_type = io_type;
+        b.offset_blocks = offset_blocks;
+        b.num_blocks = num_blocks;
+        b.buf = buf;
+        b.fua = false;
+        b.tag = tag;
+        b.driver_ctx = [0; 2];
+        b.status = 0;
+        b.done = Some(done);
+        IoHandle(ManuallyDrop::new(b))
+    }
+
+    /// Finishes the I/O with `Ok(())` or `Err(errno)` (positive). The submitter's callback
+    /// runs from this reactor's completion poller, never from inside this call.
+    pub fn complete(mut self, status: Result<(), i32>) {
+        self.status = match status {
+            Ok(()) => 0,
+            Err(errno) => errno.max(1),
+        };
+        COMPLETIONS.with(|q| q.borrow_mut().push_back(self));
+        if !DRAIN_REGISTERED.with(|r| r.replace(true)) {
+            register_poller(Box::new(drain_completions), None, None);
+        }
+    }
+
+    /// How the I/O ended: `Err(errno)` with a positive errno.
+    pub fn status(&self) -> Result<(), i32> {
+        if self.status == 0 {
+            Ok(())
+        } else {
+            Err(self.status)
+        }
+    }
+
+    /// Gives up ownership for a module that tracks the I/O by address (io_uring user_data).
+    pub fn into_raw(self) -> *mut BdevIo {
+        let mut me = ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped, so the box is moved out exactly once.
+        Box::into_raw(unsafe { ManuallyDrop::take(&mut me.0) })
+    }
+
+    /// # Safety
+    /// `raw` must come from [`IoHandle::into_raw`] and be used once.
+    pub unsafe fn from_raw(raw: *mut BdevIo) -> IoHandle {
+        IoHandle(ManuallyDrop::new(Box::from_raw(raw)))
+    }
+}
+
+impl Deref for IoHandle {
+    type Target = BdevIo;
+    fn deref(&self) -> &BdevIo {
+        &self.0
+    }
+}
+
+impl DerefMut for IoHandle {
+    fn deref_mut(&mut self) -> &mut BdevIo {
+        &mut self.0
+    }
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the handle is not used afterwards.
+        let mut b = unsafe { ManuallyDrop::take(&mut self.0) };
+        b.done = None;
+        b.layer = None;
+        let _ = IO_POOL.try_with(|p| p.borrow_mut().push(b));
+    }
+}
+
+/// Runs the callbacks of I/O completed since the last pass. Only the entries present at the
+/// start are handled, so an endless resubmit loop cannot starve the other pollers.
+fn drain_completions() -> usize {
+    let n = COMPLETIONS.with(|q| q.borrow().len());
+    for _ in 0..n {
+        let Some(mut io) = COMPLETIONS.with(|q| q.borrow_mut().pop_front()) else {
+            break;
+        };
+        if let Some(layer) = io.layer.take() {
+            if io.status == libc::ENOMEM {
+                // SPDK's NOMEM status: the module is out of resources; retry, don't fail.
+                layer.resubmit(io);
+                continue;
+            }
+            layer.account(&io);
+        }
+        if let Some(done) = io.done.take() {
+            done.io_done(io);
+        }
+    }
+    n
+}

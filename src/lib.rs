@@ -1,0 +1,8 @@
+//! A quorum block device: QEMU's `quorum` block filter rebuilt as an SPDK-style poll-mode
+//! bdev module. Layers, bottom up: `runtime` (reactors, channels, buffers), `bdev` (the
+//! block-device layer), `modules` (malloc, null, uring, aio, error, delay, quorum), then the
+//! control plane and the binaries.
+
+pub mod bdev;
+pub mod modules;
+pub mod runtime;

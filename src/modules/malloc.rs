@@ -1,0 +1,169 @@
+//! The malloc bdev: a RAM disk (SPDK's bdev_malloc). Reads and writes are a memcpy on the
+//! submitting reactor, so it measures the stack above it against the machine's copy rate.
+
+use std::any::Any;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use uuid::Uuid;
+
+use crate::bdev::{
+    Bdev, BdevBackend, BdevChannel, BdevError, BdevRegistry, BdevSpec, IoHandle, IoType,
+};
+use crate::runtime::Runtime;
+
+/// SPDK's product name for malloc bdevs.
+pub const PRODUCT_NAME: &str = "Malloc disk";
+
+/// Anonymous memory holding the disk's contents.
+struct Memory {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the memory is plain bytes; concurrent I/O to the same blocks from several cores is
+// the user's race, exactly as on a real disk, and never touches Rust-visible references.
+unsafe impl Send for Memory {}
+// SAFETY: see above.
+unsafe impl Sync for Memory {}
+
+impl Memory {
+    fn new(len: usize) -> Result<Memory, BdevError> {
+        // SAFETY: anonymous private mapping, checked for failure; zero-filled by the kernel.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(BdevError::Os {
+                context: format!("allocating {len} bytes for a malloc bdev"),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: advice on our own mapping; failure only means no transparent hugepages.
+        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        Ok(Memory {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping created in Memory::new.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One malloc bdev's storage.
+pub struct MallocBdev {
+    memory: Arc<Memory>,
+    block_size: usize,
+}
+
+impl MallocBdev {
+    /// Allocates `num_blocks * block_size` zeroed bytes.
+    pub fn new(num_blocks: u64, block_size: u32) -> Result<MallocBdev, BdevError> {
+        let len = num_blocks
+            .checked_mul(block_size as u64)
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| BdevError::Invalid("malloc bdev size overflows".into()))?;
+        Ok(MallocBdev {
+            memory: Arc::new(Memory::new(len)?),
+            block_size: block_size as usize,
+        })
+    }
+}
+
+struct MallocChannel {
+    memory: Arc<Memory>,
+    block_size: usize,
+}
+
+impl BdevChannel for MallocChannel {
+    fn submit(&self, io: IoHandle) {
+        let offset = io.offset_blocks as usize * self.block_size;
+        let len = io.num_blocks as usize * self.block_size;
+        // SAFETY: the bdev layer checked offset + len against the disk size and the buffer
+        // length against len; the I/O's buffer is ours until completion.
+        unsafe {
+            let disk = self.memory.ptr.add(offset);
+            match io.io_type {
+                IoType::Read => std::ptr::copy_nonoverlapping(disk, io.buf.as_ptr(), len),
+                IoType::Write => std::ptr::copy_nonoverlapping(io.buf.as_ptr(), disk, len),
+                IoType::Unmap | IoType::WriteZeroes => std::ptr::write_bytes(disk, 0, len),
+                IoType::Flush | IoType::Reset => {}
+            }
+        }
+        io.complete(Ok(()));
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl BdevBackend for MallocBdev {
+    fn product_name(&self) -> &'static str {
+        PRODUCT_NAME
+    }
+
+    fn io_type_supported(&self, _io_type: IoType) -> bool {
+        true
+    }
+
+    fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {
+        Ok(Rc::new(MallocChannel {
+            memory: self.memory.clone(),
+            block_size: self.block_size,
+        }))
+    }
+
+    fn config_entry(&self, bdev: &Bdev) -> Option<(&'static str, Value)> {
+        Some((
+            "bdev_malloc_create",
+            json!({
+                "name": bdev.name(),
+                "num_blocks": bdev.num_blocks(),
+                "block_size": bdev.block_size(),
+                "uuid": bdev.uuid().to_string(),
+            }),
+        ))
+    }
+}
+
+/// Creates and registers a malloc bdev (`bdev_malloc_create`); without a name SPDK's
+/// `MallocN` naming is used.
+pub fn create(
+    rt: &Runtime,
+    name: Option<String>,
+    num_blocks: u64,
+    block_size: u32,
+    uuid: Option<Uuid>,
+) -> Result<Arc<Bdev>, BdevError> {
+    let registry = BdevRegistry::of(rt);
+    let name = name.unwrap_or_else(|| {
+        (0..)
+            .map(|i| format!("Malloc{i}"))
+            .find(|n| registry.get(n).is_err())
+            .expect("a free name")
+    });
+    let spec = BdevSpec {
+        name,
+        block_size,
+        num_blocks,
+        uuid,
+    };
+    spec.validate()?;
+    let backend = MallocBdev::new(num_blocks, block_size)?;
+    registry.register(rt, Bdev::new(spec, Box::new(backend))?)
+}

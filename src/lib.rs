@@ -4,5 +4,6 @@
 //! control plane and the binaries.
 
 pub mod bdev;
+pub mod control;
 pub mod modules;
 pub mod runtime;

@@ -1,4 +1,8 @@
 //! Bdev modules: each creates bdevs of one kind and serves their I/O.
 
+pub mod aio;
+pub mod delay;
+pub mod error;
 pub mod malloc;
 pub mod null;
+pub mod uring;

@@ -46,6 +46,10 @@ impl ChannelInner {
         self.backend.submit(io);
     }
 
+    pub(crate) fn backend(&self) -> &Rc<dyn BdevChannel> {
+        &self.backend
+    }
+
     pub(crate) fn stats(&self) -> IoStats {
         self.stats.get()
     }

@@ -162,6 +162,9 @@ pub struct BdevIo {
 pub struct IoHandle(ManuallyDrop<Box<BdevIo>>);
 
 thread_local! {
+    // Boxed on purpose: descriptors are handed out as owned boxes and must not move when
+    // the pool grows.
+    #[allow(clippy::vec_box)]
     static IO_POOL: RefCell<Vec<Box<BdevIo>>> = const { RefCell::new(Vec::new()) };
     static COMPLETIONS: RefCell<VecDeque<IoHandle>> = const { RefCell::new(VecDeque::new()) };
     static DRAIN_REGISTERED: Cell<bool> = const { Cell::new(false) };

@@ -143,7 +143,7 @@ impl BdevSpec {
         if self.name.is_empty() {
             return Err(BdevError::Invalid("bdev name must not be empty".into()));
         }
-        if self.block_size < 512 || self.block_size % 512 != 0 {
+        if self.block_size < 512 || !self.block_size.is_multiple_of(512) {
             return Err(BdevError::Invalid(format!(
                 "block_size {} is not a multiple of 512",
                 self.block_size
@@ -301,6 +301,27 @@ impl Bdev {
                     .add(&ch.stats())
             },
             move || done(*total.lock().unwrap_or_else(|e| e.into_inner())),
+        );
+    }
+
+    /// Visits the module channel of this bdev on every reactor that has one (typed as the
+    /// module's own channel type), then runs `done`: how a stacked module such as the quorum
+    /// updates its per-core state when its topology changes.
+    pub fn for_each_backend_channel<T: std::any::Any>(
+        self: &Arc<Self>,
+        rt: &Runtime,
+        visit: impl Fn(&T) + Send + Sync + 'static,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        rchannel::for_each_channel::<channel::ChannelInner>(
+            rt,
+            self.dev,
+            move |ch| {
+                if let Some(own) = ch.backend().as_any().downcast_ref::<T>() {
+                    visit(own);
+                }
+            },
+            done,
         );
     }
 

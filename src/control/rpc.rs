@@ -82,8 +82,19 @@ pub fn parse_params<T: DeserializeOwned>(params: Option<Value>) -> Result<T, Rpc
     if let Value::Object(map) = &mut value {
         map.retain(|_, v| !v.is_null());
     }
-    serde_json::from_value(value)
-        .map_err(|e| RpcError::invalid_params(format!("Invalid parameters: {e}")))
+    // Read from text: serde_path_to_error tracks field paths through serde_json's streaming
+    // deserializer, which is what lets the message name the offending field.
+    let text = value.to_string();
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            RpcError::invalid_params(format!("Invalid parameters: {inner}"))
+        } else {
+            RpcError::invalid_params(format!("Invalid parameters: {path}: {inner}"))
+        }
+    })
 }
 
 /// Runs `f` and replies with its result: for handlers that finish at once.

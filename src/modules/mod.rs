@@ -3,6 +3,8 @@
 pub mod aio;
 pub mod delay;
 pub mod error;
+mod file_common;
+mod file_io;
 pub mod malloc;
 pub mod null;
 pub mod quorum;

@@ -5,4 +5,5 @@ pub mod delay;
 pub mod error;
 pub mod malloc;
 pub mod null;
+pub mod passthru;
 pub mod uring;

@@ -7,5 +7,6 @@ mod file_common;
 mod file_io;
 pub mod malloc;
 pub mod null;
+pub mod passthru;
 pub mod quorum;
 pub mod uring;

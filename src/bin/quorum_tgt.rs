@@ -39,9 +39,9 @@ struct Args {
     #[arg(long = "interrupt-mode")]
     interrupt_mode: bool,
 
-    /// Debug logs for a part of the target: "all", a module path of the library (bdev,
-    /// control, runtime, modules::quorum...), or any tracing directive (target=level).
-    /// Repeatable; RUST_LOG is honoured too.
+    /// Debug logs for a part of the target: "all", SPDK's "rpc" or "reactor", a module path
+    /// of the library (bdev, control, runtime, modules::quorum...), or any tracing directive
+    /// (target=level). Repeatable; RUST_LOG is honoured too.
     #[arg(short = 'L', long = "logflag")]
     logflag: Vec<String>,
 }
@@ -49,6 +49,8 @@ struct Args {
 fn log_directive(flag: &str) -> Result<Directive, String> {
     let text = match flag {
         "all" => "quorum_bdev=debug".to_string(),
+        "rpc" => "quorum_bdev::control=debug".to_string(),
+        "reactor" => "quorum_bdev::runtime=debug".to_string(),
         f if f.contains('=') => f.to_string(),
         f => format!("quorum_bdev::{f}=debug"),
     };

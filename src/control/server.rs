@@ -576,7 +576,8 @@ impl Server {
             };
             if flags & libc::EPOLLERR as u32 != 0 {
                 conn.broken = true;
-            } else {
+            } else if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                // Only on input events: EPOLLOUT alone must not read past flow control.
                 conn.peer_gone |= flags & libc::EPOLLHUP as u32 != 0;
                 conn.read_input();
             }

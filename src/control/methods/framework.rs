@@ -90,13 +90,11 @@ fn get_version(_ctx: &Ctx, params: Option<Value>, reply: Reply) {
 struct GetMethodsParams {
     /// Only methods callable in the current state: all of them, once the target serves RPC
     /// (there is no SPDK "startup" state here).
-    #[serde(default)]
-    #[allow(dead_code)]
-    current: bool,
+    #[serde(default, rename = "current")]
+    _current: bool,
     /// Deprecated aliases too: there are none.
-    #[serde(default)]
-    #[allow(dead_code)]
-    include_aliases: bool,
+    #[serde(default, rename = "include_aliases")]
+    _include_aliases: bool,
 }
 
 fn get_methods(_ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -227,9 +225,8 @@ struct GetConfigParams {
     name: String,
     /// SPDK groups some entries in batch arrays when asked; this target writes none, so the
     /// answer is the same either way.
-    #[serde(default)]
-    #[allow(dead_code)]
-    with_batches: bool,
+    #[serde(default, rename = "with_batches")]
+    _with_batches: bool,
 }
 
 fn get_config(ctx: &Ctx, params: Option<Value>, reply: Reply) {

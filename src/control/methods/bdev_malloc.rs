@@ -29,6 +29,13 @@ struct CreateParams {
     num_blocks: u64,
     block_size: u32,
     uuid: Option<Uuid>,
+    /// Sent as `false` by SPDK's client; like SPDK, meaningless without metadata (`md_size`,
+    /// not supported here), so accepted and ignored.
+    #[serde(default, rename = "md_interleave")]
+    _md_interleave: bool,
+    /// Sent as `false` by SPDK's client; ignored without DIF, as in SPDK.
+    #[serde(default, rename = "dif_is_head_of_md")]
+    _dif_is_head_of_md: bool,
 }
 
 fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {

@@ -1,0 +1,88 @@
+#  SPDX-License-Identifier: BSD-3-Clause
+"""spdk-rpc plugin for quorum-tgt's quorum bdev methods.
+
+SPDK's client loads it with ``--plugin`` and calls ``spdk_rpc_plugin_initialize`` with its
+sub-command parser; every command below maps its arguments one to one onto the params of a
+``bdev_quorum_*`` method (CONTRACT section 2). Options left out are not sent (SPDK's
+client drops ``None``); flags are sent as explicit booleans, as SPDK's own commands do.
+
+    PYTHONPATH=python spdk-rpc -s /var/tmp/spdk.sock --plugin quorum_rpc_plugin \\
+        bdev_quorum_create -b Q0 -t 2 Malloc0 Malloc1 Malloc2
+"""
+
+from spdk.rpc.cmd_parser import print_dict, print_json
+
+
+def spdk_rpc_plugin_initialize(subparsers):
+    """Adds the quorum commands to spdk-rpc."""
+
+    def bdev_quorum_create(args):
+        print_json(args.client.bdev_quorum_create(
+            name=args.name,
+            base_bdevs=args.base_bdevs,
+            vote_threshold=args.vote_threshold,
+            read_pattern=args.read_pattern,
+            blkverify=args.blkverify,
+            rewrite_corrupted=args.rewrite_corrupted))
+
+    p = subparsers.add_parser(
+        'bdev_quorum_create',
+        help='Create a quorum bdev over base bdevs (QEMU quorum semantics)')
+    p.add_argument('-b', '--name', required=True, help='Name of the quorum bdev')
+    p.add_argument('-t', '--vote-threshold', dest='vote_threshold', type=int, required=True,
+                   help='Children that must agree (reads) or succeed (writes), 1..children')
+    p.add_argument('--read-pattern', choices=['quorum', 'fifo'],
+                   help='quorum: read all children and vote (default); '
+                        'fifo: read the first child that succeeds')
+    p.add_argument('--blkverify', action='store_true',
+                   help='Debug mode: 2 children, threshold 2; abort on any mismatch')
+    p.add_argument('--rewrite-corrupted', action='store_true',
+                   help='Write the winning data back to children that disagreed')
+    p.add_argument('base_bdevs', nargs='+', metavar='BASE', help='Base bdev names, in order')
+    p.set_defaults(func=bdev_quorum_create)
+
+    def bdev_quorum_delete(args):
+        args.client.bdev_quorum_delete(name=args.name)
+
+    p = subparsers.add_parser('bdev_quorum_delete', help='Delete a quorum bdev')
+    p.add_argument('name', help='Quorum bdev name')
+    p.set_defaults(func=bdev_quorum_delete)
+
+    def bdev_quorum_add_child(args):
+        args.client.bdev_quorum_add_child(name=args.name, base_bdev=args.base_bdev)
+
+    p = subparsers.add_parser('bdev_quorum_add_child', help='Add a child to a quorum bdev')
+    p.add_argument('name', help='Quorum bdev name')
+    p.add_argument('base_bdev', help='Base bdev to add')
+    p.set_defaults(func=bdev_quorum_add_child)
+
+    def bdev_quorum_remove_child(args):
+        args.client.bdev_quorum_remove_child(name=args.name, base_bdev=args.base_bdev)
+
+    p = subparsers.add_parser(
+        'bdev_quorum_remove_child',
+        help='Remove a child from a quorum bdev (refused while children <= threshold)')
+    p.add_argument('name', help='Quorum bdev name')
+    p.add_argument('base_bdev', help='Child bdev to remove')
+    p.set_defaults(func=bdev_quorum_remove_child)
+
+    def bdev_quorum_get_bdevs(args):
+        print_dict(args.client.bdev_quorum_get_bdevs(name=args.name))
+
+    p = subparsers.add_parser(
+        'bdev_quorum_get_bdevs',
+        help='Show quorum bdevs: options, children and per-child counters')
+    p.add_argument('-b', '--name', help='Only this quorum bdev')
+    p.set_defaults(func=bdev_quorum_get_bdevs)
+
+    def bdev_quorum_get_events(args):
+        print_dict(args.client.bdev_quorum_get_events(
+            name=args.name, since=args.since, max=args.max))
+
+    p = subparsers.add_parser(
+        'bdev_quorum_get_events',
+        help='Show QUORUM_REPORT_BAD / QUORUM_FAILURE events (QMP shape)')
+    p.add_argument('-b', '--name', help='Only events of this quorum bdev')
+    p.add_argument('--since', type=int, help='Only events with an id after this one')
+    p.add_argument('--max', type=int, help='At most this many events')
+    p.set_defaults(func=bdev_quorum_get_events)

@@ -9,6 +9,8 @@ pub mod counters;
 pub mod events;
 pub mod guard;
 pub mod options;
+#[cfg(test)]
+mod reference;
 pub mod vote;
 
 use std::collections::HashMap;

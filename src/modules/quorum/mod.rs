@@ -10,6 +10,8 @@ pub mod events;
 pub mod guard;
 pub mod options;
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod reference;
 pub mod vote;
 

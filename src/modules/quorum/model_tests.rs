@@ -110,10 +110,10 @@ fn module_matches_qemu_reference_model() {
             any::<bool>(),
         )
     });
-    let mut id = 0;
+    let next_id = std::sync::atomic::AtomicUsize::new(0);
     runner
         .run(&strategy, |(n, threshold, variants, failing, is_read)| {
-            id += 1;
+            let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let case = build(&rt, id, n, threshold);
             for (i, base) in case.bases.iter().enumerate() {
                 write(&rt, base, 0, &content(variants[i])).unwrap();

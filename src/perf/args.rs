@@ -163,6 +163,11 @@ pub struct PerfArgs {
     #[arg(long)]
     pub interrupt_mode: bool,
 
+    /// Write every block of the target bdevs once before the timed run, so RAM-backed bdevs
+    /// read real memory rather than the kernel's shared zero page (ours, not bdevperf's).
+    #[arg(long)]
+    pub prefill: bool,
+
     /// Do not pin reactor threads to their cores (pinned by default, as SPDK does).
     #[arg(long)]
     pub no_pin: bool,
@@ -214,7 +219,31 @@ mod tests {
         assert_eq!(a.bdevs, ["A", "B"]);
         assert_eq!(a.cores, CoreList(vec![0]));
         assert_eq!(a.output, OutputFormat::Text);
-        assert!(PerfArgs::try_parse_from(["quorum-perf", "-q", "0", "-o", "4k", "-w", "read", "-t", "1"]).is_err());
-        assert!(PerfArgs::try_parse_from(["quorum-perf", "-q", "1", "-o", "4k", "-w", "rw", "-t", "1", "-M", "101"]).is_err());
+        assert!(PerfArgs::try_parse_from([
+            "quorum-perf",
+            "-q",
+            "0",
+            "-o",
+            "4k",
+            "-w",
+            "read",
+            "-t",
+            "1"
+        ])
+        .is_err());
+        assert!(PerfArgs::try_parse_from([
+            "quorum-perf",
+            "-q",
+            "1",
+            "-o",
+            "4k",
+            "-w",
+            "rw",
+            "-t",
+            "1",
+            "-M",
+            "101"
+        ])
+        .is_err());
     }
 }

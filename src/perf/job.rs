@@ -53,6 +53,8 @@ pub struct JobSpec {
     pub io_blocks: u64,
     /// Where the job works.
     pub region: Region,
+    /// Stop by itself after submitting this many I/Os (`--prefill`'s single pass).
+    pub io_limit: Option<u64>,
     /// Seed of the offset generator.
     pub seed: u64,
     /// Distinguishes this run's verify patterns from any earlier run's.
@@ -131,6 +133,7 @@ struct Job {
     latency: Cell<Latency>,
     histogram: RefCell<Histogram<u64>>,
     in_flight: Cell<u32>,
+    submitted: Cell<u64>,
     stopping: Cell<bool>,
     start: u64,
     /// The job as its own completion target; cleared after the drain to free the job.
@@ -214,6 +217,7 @@ pub fn start(spec: JobSpec) -> Result<(), PerfError> {
         }),
         histogram: RefCell::new(histogram),
         in_flight: Cell::new(0),
+        submitted: Cell::new(0),
         stopping: Cell::new(false),
         start: now,
         me: RefCell::new(None),
@@ -241,8 +245,17 @@ pub fn snapshot_local() -> Vec<JobResult> {
 }
 
 impl Job {
-    /// Prepares and submits the next I/O of `slot`, whose latency clock starts at `now`.
+    /// Prepares and submits the next I/O of `slot`, whose latency clock starts at `now`; a
+    /// job with an I/O limit stops instead once it has submitted that many.
     fn start_next(&self, slot: usize, now: u64) {
+        if let Some(limit) = self.spec.io_limit {
+            let submitted = self.submitted.get();
+            if submitted == limit {
+                self.stop();
+                return;
+            }
+            self.submitted.set(submitted + 1);
+        }
         let (io_type, offset_blocks, view) = {
             let mut slots = self.slots.borrow_mut();
             let s = &mut slots[slot];

@@ -61,7 +61,13 @@ impl Drop for Region {
 }
 
 /// Copies for `time` in one direction; returns blocks per second.
-fn copy_rate(region: &Region, bufs: &mut [DmaBuf], block: usize, time: Duration, read: bool) -> f64 {
+fn copy_rate(
+    region: &Region,
+    bufs: &mut [DmaBuf],
+    block: usize,
+    time: Duration,
+    read: bool,
+) -> f64 {
     let blocks_in_region = (region.layout.size() / block) as u64;
     let mut rng = SmallRng::seed_from_u64(0x5eed);
     let start = Instant::now();
@@ -108,7 +114,9 @@ pub fn measure(
         .map_err(|_| PerfError::Invalid(format!("memcpy region of {region} bytes is too large")))?;
     rt.run_on(0, move || {
         let r = Region::new(region_len)?;
-        let mut bufs: Vec<DmaBuf> = (0..buffers).map(|_| DmaBuf::zeroed(block as usize)).collect();
+        let mut bufs: Vec<DmaBuf> = (0..buffers)
+            .map(|_| DmaBuf::zeroed(block as usize))
+            .collect();
         let time = Duration::from_secs(seconds);
         let read = copy_rate(&r, &mut bufs, block as usize, time, true);
         let write = copy_rate(&r, &mut bufs, block as usize, time, false);

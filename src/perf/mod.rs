@@ -157,6 +157,7 @@ pub fn select_bdevs(rt: &Runtime, names: &[String]) -> Result<Vec<Arc<Bdev>>, Pe
 }
 
 /// Where one job runs and on what part of which bdev.
+#[derive(Clone)]
 pub struct Placement {
     reactor: usize,
     bdev: Arc<Bdev>,
@@ -182,7 +183,7 @@ pub fn place_jobs(
             reason,
         };
         let block_size = bdev.block_size() as u64;
-        if plan.io_size % block_size != 0 {
+        if !plan.io_size.is_multiple_of(block_size) {
             return Err(fail(format!(
                 "IO size {} is not a multiple of its block size {block_size}",
                 plan.io_size
@@ -242,6 +243,15 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
+/// How long jobs run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunLength {
+    /// Until stopped after the plan's run time.
+    Timed,
+    /// One pass over each job's region, then the job stops by itself.
+    OnePass,
+}
+
 /// Runs the plan's jobs where [`place_jobs`] put them: starts them on their reactors, calls
 /// `interim` with running figures every `-S` period, stops them after the run time, waits
 /// for their drain and returns their final figures in job order.
@@ -249,6 +259,41 @@ pub fn run_jobs(
     rt: &Runtime,
     plan: &Plan,
     layout: Vec<Placement>,
+    interim: &mut dyn FnMut(Vec<JobResult>),
+) -> Result<Vec<JobResult>, PerfError> {
+    drive(rt, plan, layout, RunLength::Timed, interim)
+}
+
+/// `--prefill`: one sequential pass of writes over every job's region, with the run's I/O
+/// size, depth and placement, so RAM-backed bdevs are backed by real memory (a fresh malloc
+/// bdev reads the kernel's zero page) and the timed run pays no first-touch page faults.
+pub fn prefill(rt: &Runtime, plan: &Plan, layout: Vec<Placement>) -> Result<(), PerfError> {
+    let write = Plan {
+        workload: Workload::Write,
+        read_percent: 0,
+        ..plan.clone()
+    };
+    let results = drive(rt, &write, layout, RunLength::OnePass, &mut |_| {})?;
+    match results.iter().find(|r| r.failed > 0) {
+        Some(r) => Err(PerfError::Bdev {
+            name: r.name.clone(),
+            reason: format!("{} prefill writes failed", r.failed),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn stop_all(rt: &Runtime) {
+    for reactor in 0..rt.num_reactors() {
+        rt.send_msg(reactor, job::stop_local);
+    }
+}
+
+fn drive(
+    rt: &Runtime,
+    plan: &Plan,
+    layout: Vec<Placement>,
+    length: RunLength,
     interim: &mut dyn FnMut(Vec<JobResult>),
 ) -> Result<Vec<JobResult>, PerfError> {
     let run_seed = random_seed();
@@ -267,6 +312,7 @@ pub fn run_jobs(
             queue_depth: p.queue_depth,
             io_blocks: p.io_blocks,
             region: p.region,
+            io_limit: (length == RunLength::OnePass).then_some(p.region.size_in_ios),
             seed: run_seed ^ (index as u64).wrapping_mul(0xA076_1D64_78BD_642F),
             run_seed,
             failures_shown: failures_shown.clone(),
@@ -280,24 +326,34 @@ pub fn run_jobs(
             }
         }
     }
-    if start_error.is_none() {
+    if start_error.is_none() && length == RunLength::Timed {
         wait_run(rt, plan, interim);
     }
-    for reactor in 0..rt.num_reactors() {
-        rt.send_msg(reactor, job::stop_local);
+    // A one-pass run ends by itself; it is only stopped early when a job could not start.
+    let stop_now = length == RunLength::Timed || start_error.is_some();
+    if stop_now {
+        stop_all(rt);
     }
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let deadline = stop_now.then(|| Instant::now() + DRAIN_TIMEOUT);
     let mut results = Vec::with_capacity(started);
     while results.len() < started {
-        match rx.recv_deadline(deadline) {
-            Ok(r) => results.push(r),
-            Err(_) => {
+        let next = match deadline {
+            Some(d) => rx.recv_deadline(d).ok(),
+            None => rx.recv().ok(),
+        };
+        match next {
+            Some(r) => results.push(r),
+            None => {
                 return Err(PerfError::Stalled {
                     pending: started - results.len(),
                     waited: DRAIN_TIMEOUT,
                 })
             }
         }
+    }
+    if !stop_now {
+        // Forget the finished jobs still listed on their reactors.
+        stop_all(rt);
     }
     if let Some(e) = start_error {
         return Err(e);
@@ -347,8 +403,13 @@ fn print_summary(plan: &Plan, summary: &Summary, format: OutputFormat) {
     }
 }
 
-fn run_with_runtime(rt: &Runtime, args: &PerfArgs) -> Result<Outcome, PerfError> {
-    if let Some(region) = args.memcpy_rate {
+fn run_with_runtime(
+    rt: &Runtime,
+    args: &PerfArgs,
+    plan: Option<Plan>,
+) -> Result<Outcome, PerfError> {
+    let Some(plan) = plan else {
+        let region = args.memcpy_rate.unwrap_or(0);
         let rate = memcpy::measure(rt, region, args.io_size, args.queue_depth, args.time)?;
         match args.output {
             OutputFormat::Json => println!(
@@ -358,15 +419,14 @@ fn run_with_runtime(rt: &Runtime, args: &PerfArgs) -> Result<Outcome, PerfError>
             OutputFormat::Text => println!(
                 "memcpy of {}-byte blocks at random offsets of a {}-byte region: \
                  read {:.0} blocks/s, write {:.0} blocks/s",
-                rate.block_size, rate.region_bytes, rate.read_blocks_per_sec, rate.write_blocks_per_sec
+                rate.block_size,
+                rate.region_bytes,
+                rate.read_blocks_per_sec,
+                rate.write_blocks_per_sec
             ),
         }
         return Ok(Outcome { failed: false });
-    }
-    let (plan, warnings) = Plan::from_args(args)?;
-    for w in &warnings {
-        eprintln!("quorum-perf: warning: {w}");
-    }
+    };
     if let Some(path) = &args.config {
         load_file(&Ctx { rt: rt.clone() }, path)?;
     }
@@ -374,6 +434,9 @@ fn run_with_runtime(rt: &Runtime, args: &PerfArgs) -> Result<Outcome, PerfError>
     let (layout, warnings) = place_jobs(rt, &plan, &bdevs)?;
     for w in &warnings {
         eprintln!("quorum-perf: warning: {w}");
+    }
+    if args.prefill {
+        prefill(rt, &plan, layout.clone())?;
     }
     let text = args.output == OutputFormat::Text;
     if text {
@@ -400,13 +463,23 @@ fn run_with_runtime(rt: &Runtime, args: &PerfArgs) -> Result<Outcome, PerfError>
 
 /// Runs a parsed command line: starts the reactors, does the work, stops them.
 pub fn run(args: &PerfArgs) -> Result<Outcome, PerfError> {
+    let plan = match args.memcpy_rate {
+        Some(_) => None,
+        None => {
+            let (plan, warnings) = Plan::from_args(args)?;
+            for w in &warnings {
+                eprintln!("quorum-perf: warning: {w}");
+            }
+            Some(plan)
+        }
+    };
     let rt = Runtime::start(RuntimeOptions {
         cores: args.cores.0.clone(),
         interrupt_mode: args.interrupt_mode,
         pin_threads: !args.no_pin,
     })
     .map_err(PerfError::Runtime)?;
-    let outcome = run_with_runtime(&rt, args);
+    let outcome = run_with_runtime(&rt, args, plan);
     rt.stop();
     outcome
 }
@@ -453,7 +526,7 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bdev::{BdevBackend, BdevChannel, BdevError, BdevSpec, IoHandle, IoType};
+    use crate::bdev::{blocking, BdevBackend, BdevChannel, BdevError, BdevSpec, IoHandle, IoType};
     use std::rc::Rc;
 
     /// A disk that claims to keep data but reads back a fixed byte, or fails every I/O:
@@ -573,8 +646,20 @@ mod tests {
         assert_eq!(
             regions,
             [
-                (0, Region { base_ios: 0, size_in_ios: 62 }),
-                (1, Region { base_ios: 62, size_in_ios: 62 }),
+                (
+                    0,
+                    Region {
+                        base_ios: 0,
+                        size_in_ios: 62
+                    }
+                ),
+                (
+                    1,
+                    Region {
+                        base_ios: 62,
+                        size_in_ios: 62
+                    }
+                ),
             ]
         );
         let (results, summary) = run(&rt, &plan);
@@ -585,13 +670,49 @@ mod tests {
     }
 
     #[test]
+    fn prefill_writes_every_block_the_run_touches() {
+        let rt = runtime(2);
+        // 100 I/Os of 4 KiB: 50 per reactor.
+        let m = crate::modules::malloc::create(&rt, Some("M".into()), 800, 512, None).unwrap();
+        let plan = Plan {
+            workload: Workload::Randread,
+            ..verify_plan()
+        };
+        let (layout, _) = place_jobs(&rt, &plan, std::slice::from_ref(&m)).unwrap();
+        prefill(&rt, &plan, layout).unwrap();
+        let data = blocking::read(&rt, &m, 0, 800).unwrap();
+        let first = &data[..4096];
+        assert!(first.iter().any(|&b| b != 0));
+        assert!(
+            data.chunks(4096).all(|io| io == first),
+            "a block was not written"
+        );
+        assert_eq!(
+            rt.run_on(0, || job::snapshot_local().len()),
+            0,
+            "jobs forgotten"
+        );
+        let broken = add(&rt, "Broken", Some(libc::EIO));
+        let (layout, _) = place_jobs(&rt, &plan, &[broken]).unwrap();
+        let err = prefill(&rt, &plan, layout).err().unwrap().to_string();
+        assert!(
+            err.contains("'Broken'") && err.contains("prefill writes failed"),
+            "{err}"
+        );
+        rt.stop();
+    }
+
+    #[test]
     fn plans_are_refused_with_the_bdev_named() {
         let rt = runtime(1);
         crate::modules::malloc::create(&rt, Some("Small".into()), 4, 512, None).unwrap();
         let bdevs = select_bdevs(&rt, &[]).unwrap();
         let mut plan = verify_plan();
         let err = place_jobs(&rt, &plan, &bdevs).err().unwrap().to_string();
-        assert!(err.contains("'Small'") && err.contains("cannot hold"), "{err}");
+        assert!(
+            err.contains("'Small'") && err.contains("cannot hold"),
+            "{err}"
+        );
         plan.io_size = 1000;
         let err = place_jobs(&rt, &plan, &bdevs).err().unwrap().to_string();
         assert!(err.contains("'Small'") && err.contains("multiple"), "{err}");
@@ -601,9 +722,15 @@ mod tests {
         assert!(warnings.is_empty());
         plan.queue_depth = 9;
         let (layout, warnings) = place_jobs(&rt, &plan, &bdevs).unwrap();
-        assert_eq!(layout[0].queue_depth, 4, "verify depth limited to the region");
+        assert_eq!(
+            layout[0].queue_depth, 4,
+            "verify depth limited to the region"
+        );
         assert_eq!(warnings.len(), 1);
-        let err = select_bdevs(&rt, &["Nope".into()]).err().unwrap().to_string();
+        let err = select_bdevs(&rt, &["Nope".into()])
+            .err()
+            .unwrap()
+            .to_string();
         assert_eq!(err, "bdev 'Nope': not found");
         rt.stop();
     }

@@ -152,7 +152,7 @@ pub fn summarize(plan: &Plan, results: &[JobResult]) -> Summary {
         let quantile = |q: f64| {
             r.histogram
                 .as_ref()
-                .filter(|h| h.len() > 0)
+                .filter(|h| !h.is_empty())
                 .map(|h| us(h.value_at_quantile(q)))
         };
         let report = JobReport {
@@ -161,7 +161,7 @@ pub fn summarize(plan: &Plan, results: &[JobResult]) -> Summary {
             workload: plan.workload.name(),
             percentage: plan.workload.is_mixed().then_some(plan.read_percent),
             status: if r.failed > 0 { "failed" } else { "finished" },
-            verify_range: (plan.workload == super::args::Workload::Verify).then(|| VerifyRange {
+            verify_range: (plan.workload == super::args::Workload::Verify).then_some(VerifyRange {
                 start: r.region_blocks.0,
                 length: r.region_blocks.1,
             }),
@@ -337,7 +337,11 @@ mod tests {
         assert_eq!(s.results[1].status, "finished");
         assert_eq!(s.total.io_failed, 3);
         assert_eq!(s.total.miscompares, 2);
-        assert!((s.results[0].iops - 500.0).abs() < 1.0, "{}", s.results[0].iops);
+        assert!(
+            (s.results[0].iops - 500.0).abs() < 1.0,
+            "{}",
+            s.results[0].iops
+        );
         assert!((s.total.iops - 750.0).abs() < 1.0);
         assert!((s.total.fail_per_sec - 1.5).abs() < 0.01);
         assert!((s.total.avg_latency_us - 10.0).abs() < 0.1);
@@ -345,8 +349,14 @@ mod tests {
         let p50 = s.results[0].p50_latency_us.unwrap();
         assert!((p50 - 10.0).abs() < 0.1, "{p50}");
         let text = rows(&p, &s);
-        assert!(text.contains("Job: Malloc0 ended in about 2.00 seconds with error"), "{text}");
-        assert!(text.contains("Verification LBA range: start 0x0 length 0x40"), "{text}");
+        assert!(
+            text.contains("Job: Malloc0 ended in about 2.00 seconds with error"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Verification LBA range: start 0x0 length 0x40"),
+            "{text}"
+        );
         assert!(text.contains("1.50"), "{text}");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["results"][0]["io_failed"], 3);

@@ -53,7 +53,11 @@ impl Picker {
             self.rng.gen_range(0..self.size_in_ios)
         } else {
             let at = self.next_seq;
-            self.next_seq = if at + 1 == self.size_in_ios { 0 } else { at + 1 };
+            self.next_seq = if at + 1 == self.size_in_ios {
+                0
+            } else {
+                at + 1
+            };
             at
         }
     }
@@ -186,7 +190,9 @@ mod tests {
     #[test]
     fn patterns_differ_in_every_word_by_offset_generation_and_run() {
         let every_word_differs = |a: &[u8], b: &[u8]| {
-            a.chunks_exact(8).zip(b.chunks_exact(8)).all(|(x, y)| x != y)
+            a.chunks_exact(8)
+                .zip(b.chunks_exact(8))
+                .all(|(x, y)| x != y)
         };
         let mut a = vec![0u8; 4096];
         let mut b = vec![0u8; 4096];

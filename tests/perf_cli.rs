@@ -395,6 +395,8 @@ fn bad_flags_give_one_clean_line_and_fail() {
         (with(&["-o", "4x"]), "4x"),
         (with(&["-w", "sideways"]), "sideways"),
         (with(&["-t", "0"]), "-t"),
+        (with(&["-t", "99999999999999"]), "-t"),
+        (with(&["-q", "100000000", "-o", "1M"]), "MiB of buffers"),
         (with(&["-w", "randrw"]), "-M"),
         (with(&["-w", "rw", "-M", "101"]), "-M"),
         (with(&["-m", "zz"]), "zz"),

@@ -136,7 +136,7 @@ pub struct PerfArgs {
     pub read_percent: Option<u8>,
 
     /// Run time in seconds.
-    #[arg(short = 't', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 't', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     pub time: u64,
 
     /// Reactor cores: hex mask (0x3) or list ([0,1]).
@@ -152,7 +152,7 @@ pub struct PerfArgs {
     pub bdevs: Vec<String>,
 
     /// Print interim results every SECONDS seconds.
-    #[arg(short = 'S', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'S', value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     pub stats_period: Option<u64>,
 
     /// Output format of the results.

@@ -229,7 +229,42 @@ pub fn place_jobs(
             });
         }
     }
+    check_buffer_memory(plan, &layout)?;
     Ok((layout, warnings))
+}
+
+/// Refuses a plan whose slot buffers could not fit in this machine's memory (`-q 1000000
+/// -o 1M`), which would otherwise abort the process in the allocator mid-start.
+fn check_buffer_memory(plan: &Plan, layout: &[Placement]) -> Result<(), PerfError> {
+    let per_slot = match plan.workload {
+        Workload::Flush | Workload::Unmap | Workload::WriteZeroes => 0,
+        Workload::Verify => 2 * plan.io_size as u128,
+        _ => plan.io_size as u128,
+    };
+    let needed: u128 = layout
+        .iter()
+        .map(|p| per_slot * p.queue_depth as u128)
+        .sum();
+    // SAFETY: plain queries without side effects.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let physical = (pages.max(0) as u128) * (page_size.max(0) as u128);
+    if physical > 0 && needed > physical / 2 {
+        return Err(PerfError::Invalid(format!(
+            "{} jobs × queue depth {} × IO size {} need {} MiB of buffers, more than half of \
+             this machine's {} MiB",
+            layout.len(),
+            plan.queue_depth,
+            plan.io_size,
+            needed >> 20,
+            physical >> 20
+        )));
+    }
+    Ok(())
 }
 
 fn random_seed() -> u64 {

@@ -6,4 +6,5 @@
 pub mod bdev;
 pub mod control;
 pub mod modules;
+pub mod perf;
 pub mod runtime;

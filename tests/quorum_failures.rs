@@ -17,11 +17,20 @@ use serde_json::{json, Value};
 const BLOCKS: u64 = 1024;
 
 /// Three malloc bases behind error bdevs EE_M0..EE_M2, and a quorum Q over them.
-fn setup(rt: &Runtime, read_pattern: ReadPattern, rewrite: bool) -> std::sync::Arc<quorum_bdev::bdev::Bdev> {
+fn setup(
+    rt: &Runtime,
+    read_pattern: ReadPattern,
+    rewrite: bool,
+) -> std::sync::Arc<quorum_bdev::bdev::Bdev> {
     let mut children = Vec::new();
     for i in 0..3 {
         let m = malloc::create(rt, Some(format!("M{i}")), BLOCKS, 512, None).unwrap();
-        children.push(error::create(rt, m.name(), None).unwrap().name().to_string());
+        children.push(
+            error::create(rt, m.name(), None)
+                .unwrap()
+                .name()
+                .to_string(),
+        );
     }
     let opts = QuorumOptions {
         vote_threshold: 2,
@@ -88,7 +97,10 @@ fn too_few_successful_writes_fail_with_the_children_errno() {
     assert_eq!(write(&rt, &q, 8, &pattern(512, 3)), Err(libc::EIO));
     let ev = events(&rt);
     let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["QUORUM_REPORT_BAD", "QUORUM_REPORT_BAD", "QUORUM_FAILURE"]);
+    assert_eq!(
+        kinds,
+        ["QUORUM_REPORT_BAD", "QUORUM_REPORT_BAD", "QUORUM_FAILURE"]
+    );
     assert_eq!(ev[2]["data"]["reference"], "Q");
     assert_eq!(ev[2]["data"]["sector-num"], 8);
     assert_eq!(ev[2]["data"]["sectors-count"], 1);
@@ -132,7 +144,9 @@ fn failed_flush_is_reported_over_the_whole_child() {
     inject(&rt, "EE_M1", IoType::Flush, ErrorType::Failure, 1);
     assert_eq!(command(&rt, &q, IoType::Flush, 0, 0), Err(libc::EIO));
     // QEMU's quorum_co_flush emits no QUORUM_FAILURE.
-    assert!(events(&rt).iter().all(|e| e["event"] == "QUORUM_REPORT_BAD"));
+    assert!(events(&rt)
+        .iter()
+        .all(|e| e["event"] == "QUORUM_REPORT_BAD"));
     rt.stop();
 }
 

@@ -56,7 +56,7 @@ impl ChannelInner {
 
     fn validate(&self, io: &IoHandle) -> Result<(), i32> {
         let bdev = &self.bdev;
-        if !bdev.backend.io_type_supported(io.io_type) {
+        if !bdev.io_type_supported(io.io_type) {
             return Err(libc::ENOTSUP);
         }
         if io.io_type == IoType::Reset {

@@ -40,6 +40,18 @@ impl IoType {
         IoType::Reset,
     ];
 
+    /// Position in [`IoType::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            IoType::Read => 0,
+            IoType::Write => 1,
+            IoType::Unmap => 2,
+            IoType::WriteZeroes => 3,
+            IoType::Flush => 4,
+            IoType::Reset => 5,
+        }
+    }
+
     /// SPDK's key in `supported_io_types`.
     pub fn spdk_name(self) -> &'static str {
         match self {

@@ -117,6 +117,7 @@ pub struct Bdev {
     num_blocks: u64,
     dev: DeviceId,
     backend: Box<dyn BdevBackend>,
+    supported: [bool; IoType::ALL.len()],
     claim: Mutex<Option<String>>,
     retired: Mutex<IoStats>,
     listeners: Mutex<Vec<(u64, RemoveListener)>>,
@@ -162,6 +163,7 @@ impl Bdev {
     /// Builds an unregistered bdev; [`BdevRegistry::register`] makes it visible.
     pub fn new(spec: BdevSpec, backend: Box<dyn BdevBackend>) -> Result<Bdev, BdevError> {
         spec.validate()?;
+        let supported = IoType::ALL.map(|t| backend.io_type_supported(t));
         Ok(Bdev {
             name: spec.name,
             uuid: spec.uuid.unwrap_or_else(Uuid::new_v4),
@@ -169,6 +171,7 @@ impl Bdev {
             num_blocks: spec.num_blocks,
             dev: DeviceId::new(),
             backend,
+            supported,
             claim: Mutex::new(None),
             retired: Mutex::new(IoStats::default()),
             listeners: Mutex::new(Vec::new()),
@@ -200,6 +203,12 @@ impl Bdev {
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.num_blocks * self.block_size as u64
+    }
+
+    /// Whether the bdev serves `io_type`, as its module said when it was registered (cached:
+    /// asked on every I/O).
+    pub fn io_type_supported(&self, io_type: IoType) -> bool {
+        self.supported[io_type.index()]
     }
 
     /// The module's object, for modules that need their own type back.
@@ -329,12 +338,7 @@ impl Bdev {
     pub fn info_json(&self) -> Value {
         let supported: serde_json::Map<String, Value> = IoType::ALL
             .iter()
-            .map(|t| {
-                (
-                    t.spdk_name().to_string(),
-                    json!(self.backend.io_type_supported(*t)),
-                )
-            })
+            .map(|t| (t.spdk_name().to_string(), json!(self.io_type_supported(*t))))
             .collect();
         json!({
             "name": self.name,

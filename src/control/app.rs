@@ -143,7 +143,7 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
 fn flush_all(rt: &Runtime) -> Result<(), AppError> {
     let mut failed = Vec::new();
     for bdev in BdevRegistry::of(rt).list().iter().rev() {
-        if !bdev.backend().io_type_supported(IoType::Flush) {
+        if !bdev.io_type_supported(IoType::Flush) {
             continue;
         }
         if let Err(errno) = blocking::command(rt, bdev, IoType::Flush, 0, bdev.num_blocks()) {

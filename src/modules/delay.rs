@@ -310,7 +310,7 @@ impl BdevBackend for DelayBackend {
 
     /// What the base supports, as SPDK's `vbdev_delay_io_type_supported`.
     fn io_type_supported(&self, io_type: IoType) -> bool {
-        self.0.base.backend().io_type_supported(io_type)
+        self.0.base.io_type_supported(io_type)
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

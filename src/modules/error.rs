@@ -279,7 +279,7 @@ impl BdevBackend for ErrorBackend {
 
     /// What the base supports (SPDK's bdev_part delegates to the base).
     fn io_type_supported(&self, io_type: IoType) -> bool {
-        self.0.base.backend().io_type_supported(io_type)
+        self.0.base.io_type_supported(io_type)
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

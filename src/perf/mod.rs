@@ -204,7 +204,7 @@ pub fn place_jobs(
             Workload::WriteZeroes => Some(crate::bdev::IoType::WriteZeroes),
             _ => None,
         };
-        if let Some(t) = io_type.filter(|t| !bdev.backend().io_type_supported(*t)) {
+        if let Some(t) = io_type.filter(|t| !bdev.io_type_supported(*t)) {
             return Err(fail(format!("does not support {}", t.spdk_name())));
         }
         let mut depth = plan.queue_depth;

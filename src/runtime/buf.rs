@@ -13,8 +13,9 @@ pub const BUF_ALIGN: usize = 4096;
 const MIN_CLASS_SHIFT: u32 = 12; // 4 KiB
 const NUM_CLASSES: usize = 9; // 4 KiB ..= 1 MiB
 const HUGEPAGE: usize = 2 << 20;
-/// Buffers kept per size class per thread before extra ones are returned to the system.
-const MAX_POOLED_PER_CLASS: usize = 4096;
+/// Bytes of free buffers kept per size class per thread before extra ones are returned to
+/// the system (at least a few buffers of every class stay pooled).
+const MAX_POOLED_BYTES_PER_CLASS: usize = 64 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backing {
@@ -101,7 +102,8 @@ impl Pool {
     }
 
     fn give(&mut self, class: usize, p: NonNull<u8>) {
-        if self.free[class].len() < MAX_POOLED_PER_CLASS || backing() == Backing::Hugepages {
+        let limit = (MAX_POOLED_BYTES_PER_CLASS / class_size(class)).max(16);
+        if self.free[class].len() < limit || backing() == Backing::Hugepages {
             self.free[class].push(p);
         } else {
             heap_free(p, class_size(class));

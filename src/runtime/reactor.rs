@@ -36,6 +36,7 @@ pub(crate) struct Local {
     next_poller_id: Cell<u64>,
     busy_ticks: Cell<u64>,
     idle_ticks: Cell<u64>,
+    wait_fds: RefCell<Vec<libc::pollfd>>,
 }
 
 thread_local! {
@@ -138,11 +139,13 @@ impl Local {
             return;
         }
         let pollers = self.pollers.borrow();
-        let mut fds = vec![libc::pollfd {
+        let mut fds = self.wait_fds.borrow_mut();
+        fds.clear();
+        fds.push(libc::pollfd {
             fd: mailbox.eventfd,
             events: libc::POLLIN,
             revents: 0,
-        }];
+        });
         let mut timeout_ticks = u64::MAX;
         for p in pollers.iter() {
             if let Some(fd) = p.wake_fd {
@@ -184,6 +187,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
         next_poller_id: Cell::new(1),
         busy_ticks: Cell::new(0),
         idle_ticks: Cell::new(0),
+        wait_fds: RefCell::new(Vec::with_capacity(16)),
     });
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
     let mut last = ticks();
@@ -201,6 +205,14 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) {
             }
             if shared.interrupt_mode {
                 local.sleep(now);
+                // Time asleep is idle time: account it now, so the wake-up's work is not
+                // charged with it.
+                let woke = ticks();
+                local
+                    .idle_ticks
+                    .set(local.idle_ticks.get() + woke.wrapping_sub(now));
+                last = woke;
+                continue;
             }
         }
         last = now;

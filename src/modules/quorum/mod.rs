@@ -8,9 +8,9 @@ mod channel;
 pub mod counters;
 pub mod events;
 pub mod guard;
-pub mod options;
 #[cfg(test)]
 mod model_tests;
+pub mod options;
 #[cfg(test)]
 mod reference;
 pub mod vote;
@@ -323,7 +323,7 @@ pub fn create(
     });
     let supported = IoType::ALL
         .into_iter()
-        .filter(|t| bdevs.iter().all(|b| b.backend().io_type_supported(*t)))
+        .filter(|t| bdevs.iter().all(|b| b.io_type_supported(*t)))
         .collect();
     let spec = BdevSpec {
         name: name.to_string(),

@@ -21,7 +21,9 @@ use crate::runtime::{Runtime, RuntimeOptions};
 const BS: usize = 512;
 
 fn content(variant: u8) -> Vec<u8> {
-    (0..BS).map(|i| (i as u8).wrapping_mul(31) ^ variant.wrapping_mul(97)).collect()
+    (0..BS)
+        .map(|i| (i as u8).wrapping_mul(31) ^ variant.wrapping_mul(97))
+        .collect()
 }
 
 struct Case {
@@ -148,11 +150,18 @@ fn module_matches_qemu_reference_model() {
             } else {
                 let payload = content(7);
                 let got = write(&rt, &case.quorum, 0, &payload);
-                let rets: Vec<i32> = failing.iter().map(|&f| if f { -libc::EIO } else { 0 }).collect();
+                let rets: Vec<i32> = failing
+                    .iter()
+                    .map(|&f| if f { -libc::EIO } else { 0 })
+                    .collect();
                 let want = reference::write(&rets, threshold);
                 prop_assert_eq!(got.err().map(|e| -e).unwrap_or(0), want.ret);
                 for (i, base) in case.bases.iter().enumerate() {
-                    let expect = if failing[i] { content(variants[i]) } else { payload.clone() };
+                    let expect = if failing[i] {
+                        content(variants[i])
+                    } else {
+                        payload.clone()
+                    };
                     prop_assert_eq!(read(&rt, base, 0, 1).unwrap(), expect, "child {}", i);
                 }
                 let mut want_bad = want.report_bad.clone();
@@ -161,7 +170,11 @@ fn module_matches_qemu_reference_model() {
                 prop_assert_eq!(&bad, &want_bad);
                 (bad, failure == (want.ret != 0))
             };
-            prop_assert!(failure, "QUORUM_FAILURE iff the request failed; events {:?}", events);
+            prop_assert!(
+                failure,
+                "QUORUM_FAILURE iff the request failed; events {:?}",
+                events
+            );
             let unique: BTreeSet<_> = events.iter().map(|e| e.0).collect();
             prop_assert_eq!(unique.len(), events.len(), "one report per child");
             Ok(())

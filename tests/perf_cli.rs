@@ -505,3 +505,98 @@ fn help_and_version_exit_zero() {
         .status
         .success());
 }
+
+/// `-w verify -q 32` on `bdev`, from the config `entries`; returns (exit ok, JSON, stderr).
+fn verify_run(entries: Value, bdev: &str) -> (bool, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), entries);
+    let (out, v) = perf_json(&[
+        "-c",
+        cfg.to_str().unwrap(),
+        "-b",
+        bdev,
+        "-q",
+        "32",
+        "-o",
+        "4k",
+        "-w",
+        "verify",
+        "-t",
+        "1",
+    ]);
+    (out.status.success(), v, stderr(&out))
+}
+
+fn corrupt_reads(name: &str, value: u8) -> Value {
+    json!({"method": "bdev_error_inject_error", "params": {"name": name, "io_type": "read",
+        "error_type": "corrupt_data", "num": 4_000_000_000u32, "corrupt_offset": 7, "corrupt_value": value}})
+}
+
+#[test]
+fn verify_passes_on_a_uring_file() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, vec![0u8; 16 << 20]).unwrap();
+    let (ok, v, err) = verify_run(
+        json!([{"method": "bdev_uring_create", "params": {"name": "U0", "filename": file, "block_size": 4096}}]),
+        "U0",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(v["total"]["io_failed"], 0);
+    assert!(v["results"][0]["io_completed"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn verify_reports_the_miscompares_of_an_error_bdev_corrupting_reads() {
+    let (ok, v, err) = verify_run(
+        json!([
+            {"method": "bdev_malloc_create", "params": {"name": "M0", "num_blocks": 8192, "block_size": 512}},
+            {"method": "bdev_error_create", "params": {"base_name": "M0"}},
+            corrupt_reads("EE_M0", 0x40)
+        ]),
+        "EE_M0",
+    );
+    assert!(!ok, "a miscompare must fail the run");
+    assert!(v["results"][0]["miscompares"].as_u64().unwrap() > 0, "{v}");
+    assert!(err.contains("miscompare"), "{err}");
+}
+
+fn quorum_over_error_children(corrupting: &[(&str, u8)]) -> Value {
+    let mut entries = Vec::new();
+    for i in 0..3 {
+        entries.push(json!({"method": "bdev_malloc_create", "params": {"name": format!("M{i}"), "num_blocks": 8192, "block_size": 512}}));
+        entries
+            .push(json!({"method": "bdev_error_create", "params": {"base_name": format!("M{i}")}}));
+    }
+    entries.extend(
+        corrupting
+            .iter()
+            .map(|(name, value)| corrupt_reads(name, *value)),
+    );
+    entries.push(
+        json!({"method": "bdev_quorum_create", "params": {"name": "Q", "vote_threshold": 2,
+        "base_bdevs": ["EE_M0", "EE_M1", "EE_M2"]}}),
+    );
+    Value::Array(entries)
+}
+
+#[test]
+fn quorum_verify_sees_no_miscompare_when_one_child_corrupts_every_read() {
+    let (ok, v, err) = verify_run(quorum_over_error_children(&[("EE_M2", 0x01)]), "Q");
+    assert!(ok, "{err}");
+    assert_eq!(v["total"]["io_failed"], 0, "{v}");
+    assert_eq!(v["results"][0]["miscompares"], 0, "{v}");
+    assert!(v["results"][0]["io_completed"].as_u64().unwrap() > 100);
+}
+
+#[test]
+fn quorum_with_two_corrupting_children_fails_reads_but_never_returns_wrong_data() {
+    let (ok, v, _) = verify_run(
+        quorum_over_error_children(&[("EE_M1", 0x01), ("EE_M2", 0x02)]),
+        "Q",
+    );
+    assert!(!ok, "failed reads must fail the run");
+    let r = &v["results"][0];
+    assert!(r["io_failed"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(r["miscompares"], 0, "wrong data returned: {v}");
+}

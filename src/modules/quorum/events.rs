@@ -85,7 +85,7 @@ impl EventLog {
             event,
             data,
         };
-        tracing::warn!(quorum = %self.quorum, event, data = %record.data, "quorum event");
+        tracing::debug!(quorum = %self.quorum, event, data = %record.data, "quorum event");
         {
             let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
             if ring.len() == EVENT_RING_CAPACITY {

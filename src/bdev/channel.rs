@@ -50,6 +50,10 @@ impl ChannelInner {
         &self.backend
     }
 
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.get()
+    }
+
     pub(crate) fn stats(&self) -> IoStats {
         self.stats.get()
     }
@@ -136,7 +140,7 @@ impl IoChannel {
 
     /// I/O submitted on this channel and not yet completed.
     pub fn in_flight(&self) -> u64 {
-        self.inner.in_flight.get()
+        self.inner.in_flight()
     }
 
     /// The module's own channel object, for modules that stack on this bdev.

@@ -313,6 +313,21 @@ impl Bdev {
         );
     }
 
+    /// Counts I/O submitted to this bdev and not yet completed, over every reactor, and hands
+    /// the total to `done`: how a clean shutdown waits for in-flight I/O before flushing.
+    pub fn count_in_flight(self: &Arc<Self>, rt: &Runtime, done: impl FnOnce(u64) + Send + 'static) {
+        let total = Arc::new(AtomicU64::new(0));
+        let t2 = total.clone();
+        rchannel::for_each_channel::<channel::ChannelInner>(
+            rt,
+            self.dev,
+            move |ch| {
+                t2.fetch_add(ch.in_flight(), Ordering::Relaxed);
+            },
+            move || done(total.load(Ordering::Relaxed)),
+        );
+    }
+
     /// Visits the module channel of this bdev on every reactor that has one (typed as the
     /// module's own channel type), then runs `done`: how a stacked module such as the quorum
     /// updates its per-core state when its topology changes.

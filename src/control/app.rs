@@ -1,5 +1,5 @@
 //! The target daemon's life, as `spdk_tgt`'s: take the RPC socket, start the reactors, apply
-//! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, flush every bdev that
+//! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, wait for in-flight I/O, flush every bdev that
 //! can be flushed, unregister the bdevs (top of each stack first) and stop the reactors.
 //!
 //! Signals are blocked in every thread and read from a signalfd by the main thread, which
@@ -132,10 +132,38 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
     server.stop();
+    drain_io(&rt);
     let flushed = flush_all(&rt);
     unregister_all(&rt);
     rt.stop();
     flushed
+}
+
+/// How long shutdown waits for in-flight I/O before flushing anyway.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until no bdev has I/O in flight on any reactor (or the timeout passes), so the
+/// flush that follows covers every write that was acknowledged or is about to be.
+fn drain_io(rt: &Runtime) {
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let mut busy = 0;
+        for bdev in BdevRegistry::of(rt).list() {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            bdev.count_in_flight(rt, move |n| {
+                let _ = tx.send(n);
+            });
+            busy += rx.recv().unwrap_or(0);
+        }
+        if busy == 0 {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(in_flight = busy, "shutdown: I/O still in flight after the drain timeout");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Flushes every bdev that supports it, stacked bdevs (registered later) first so a quorum's

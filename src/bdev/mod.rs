@@ -315,7 +315,11 @@ impl Bdev {
 
     /// Counts I/O submitted to this bdev and not yet completed, over every reactor, and hands
     /// the total to `done`: how a clean shutdown waits for in-flight I/O before flushing.
-    pub fn count_in_flight(self: &Arc<Self>, rt: &Runtime, done: impl FnOnce(u64) + Send + 'static) {
+    pub fn count_in_flight(
+        self: &Arc<Self>,
+        rt: &Runtime,
+        done: impl FnOnce(u64) + Send + 'static,
+    ) {
         let total = Arc::new(AtomicU64::new(0));
         let t2 = total.clone();
         rchannel::for_each_channel::<channel::ChannelInner>(

@@ -159,7 +159,10 @@ fn drain_io(rt: &Runtime) {
             return;
         }
         if std::time::Instant::now() > deadline {
-            tracing::warn!(in_flight = busy, "shutdown: I/O still in flight after the drain timeout");
+            tracing::warn!(
+                in_flight = busy,
+                "shutdown: I/O still in flight after the drain timeout"
+            );
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -22,7 +22,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::passthru::{register_stacked, ChannelDirectory, ModuleIndex, Passthru};
+use super::index::ModuleIndex;
+use super::passthru::{register_stacked, ChannelDirectory, Passthru};
 use crate::bdev::{Bdev, BdevBackend, BdevChannel, BdevError, IoDone, IoHandle, IoType};
 use crate::runtime::clock::{tick_rate, ticks};
 use crate::runtime::{register_poller, unregister_poller, Runtime};

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::passthru::{register_stacked, ChannelDirectory, ModuleIndex, Passthru};
+use super::index::ModuleIndex;
+use super::passthru::{register_stacked, ChannelDirectory, Passthru};
 use crate::bdev::{Bdev, BdevBackend, BdevChannel, BdevError, IoBuf, IoDone, IoHandle, IoType};
 use crate::runtime::Runtime;
 

@@ -5,6 +5,7 @@ pub mod delay;
 pub mod error;
 mod file_common;
 mod file_io;
+pub mod index;
 pub mod malloc;
 pub mod null;
 pub mod passthru;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::control::rpc::{parse_params, reply_now, Ctx, Reply, RpcError, RpcMethod};
-use crate::modules::quorum::{self, QuorumOptions, QuorumRegistry, ReadPattern};
+use crate::modules::quorum::{self, QuorumOptions, ReadPattern};
 
 /// This file's methods.
 pub fn methods() -> Vec<RpcMethod> {
@@ -122,13 +122,12 @@ fn get_bdevs(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    let registry = QuorumRegistry::of(&ctx.rt);
     let quorums = match &p.name {
-        Some(name) => match registry.get(name) {
+        Some(name) => match quorum::find(&ctx.rt, name) {
             Ok(q) => vec![q],
             Err(e) => return reply(Err(RpcError::from(e))),
         },
-        None => registry.list(),
+        None => quorum::list(&ctx.rt),
     };
     let results = Arc::new(Mutex::new(Vec::new()));
     collect_next(quorums, 0, results, reply);
@@ -140,7 +139,7 @@ fn collect_next(
     results: Arc<Mutex<Vec<Value>>>,
     reply: Reply,
 ) {
-    let Some((shared, bdev)) = quorums.get(index).cloned() else {
+    let Some((bdev, shared)) = quorums.get(index).cloned() else {
         let all = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
         return reply(Ok(Value::Array(all)));
     };
@@ -188,16 +187,15 @@ struct EventsParams {
 fn get_events(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
         let p: EventsParams = parse_params(params)?;
-        let registry = QuorumRegistry::of(&ctx.rt);
         let quorums = match &p.name {
-            Some(name) => vec![registry.get(name)?],
-            None => registry.list(),
+            Some(name) => vec![quorum::find(&ctx.rt, name)?],
+            None => quorum::list(&ctx.rt),
         };
         let since = p.since.unwrap_or(0);
         let max = p.max.unwrap_or(usize::MAX);
         let mut events: Vec<_> = quorums
             .iter()
-            .flat_map(|(q, _)| q.events().since(since, max))
+            .flat_map(|(_, q)| q.events().since(since, max))
             .collect();
         events.sort_by_key(|e| e.id);
         events.truncate(max);

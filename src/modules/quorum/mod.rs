@@ -27,6 +27,7 @@ use self::counters::CounterSnapshot;
 use self::events::EventLog;
 use self::guard::RewriteGuard;
 pub use self::options::{QuorumOptions, ReadPattern};
+use super::index::ModuleIndex;
 use crate::bdev::{Bdev, BdevBackend, BdevChannel, BdevError, BdevRegistry, BdevSpec, IoType};
 use crate::runtime::Runtime;
 
@@ -148,43 +149,19 @@ impl QuorumShared {
     }
 }
 
-/// A quorum's shared state with its bdev, as the RPCs need both.
-pub type QuorumEntry = (Arc<QuorumShared>, Arc<Bdev>);
+/// A quorum's bdev with its shared state, as the RPCs need both.
+pub type QuorumEntry = (Arc<Bdev>, Arc<QuorumShared>);
 
-/// Every quorum of a runtime, so the quorum RPCs find their state by name.
-#[derive(Default)]
-pub struct QuorumRegistry {
-    quorums: Mutex<HashMap<String, QuorumEntry>>,
+/// The quorum called `name` (ENODEV if there is none, or it is another kind of bdev).
+pub fn find(rt: &Runtime, name: &str) -> Result<QuorumEntry, BdevError> {
+    rt.context::<ModuleIndex<QuorumShared>>()
+        .get(rt, name, PRODUCT_NAME)
 }
 
-impl QuorumRegistry {
-    /// The registry of `rt`.
-    pub fn of(rt: &Runtime) -> Arc<QuorumRegistry> {
-        rt.context::<QuorumRegistry>()
-    }
-
-    /// The quorum called `name`, with its bdev.
-    pub fn get(&self, name: &str) -> Result<QuorumEntry, BdevError> {
-        self.quorums
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| BdevError::NotFound(name.to_string()))
-    }
-
-    /// Every quorum, sorted by name.
-    pub fn list(&self) -> Vec<QuorumEntry> {
-        let mut all: Vec<_> = self
-            .quorums
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        all
-    }
+/// Every quorum, oldest first.
+pub fn list(rt: &Runtime) -> Vec<QuorumEntry> {
+    rt.context::<ModuleIndex<QuorumShared>>()
+        .list(rt, PRODUCT_NAME)
 }
 
 /// The module object behind a quorum bdev.
@@ -229,11 +206,6 @@ impl BdevBackend for QuorumBdev {
         for child in self.shared.children_snapshot() {
             child.bdev.release_claim();
         }
-        QuorumRegistry::of(&self.shared.rt)
-            .quorums
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.shared.name);
     }
 }
 
@@ -338,13 +310,22 @@ pub fn create(
     let bdev = Bdev::new(spec, Box::new(backend))
         .and_then(|b| registry.register(rt, b))
         .inspect_err(|_| release_all())?;
-    QuorumRegistry::of(rt)
-        .quorums
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(name.to_string(), (shared, bdev.clone()));
+    rt.context::<ModuleIndex<QuorumShared>>()
+        .insert(name, &shared);
     tracing::info!(quorum = name, children = ?children, ?options, "quorum created");
     Ok(bdev)
+}
+
+/// The quorum `name`, if its children may change: QEMU refuses to `action` a quorum in
+/// blkverify mode.
+fn changeable(rt: &Runtime, name: &str, action: &str) -> Result<QuorumEntry, BdevError> {
+    let entry = find(rt, name)?;
+    if entry.1.options.blkverify {
+        return Err(BdevError::Invalid(format!(
+            "Cannot {action} a quorum in blkverify mode"
+        )));
+    }
+    Ok(entry)
 }
 
 /// Tells every reactor's channel to pick up the current child list, then runs `done`.
@@ -366,12 +347,7 @@ pub fn add_child(
     done: impl FnOnce(Result<(), BdevError>) + Send + 'static,
 ) {
     let result = (|| {
-        let (shared, bdev) = QuorumRegistry::of(rt).get(name)?;
-        if shared.options.blkverify {
-            return Err(BdevError::Invalid(
-                "Cannot add a child to a quorum in blkverify mode".into(),
-            ));
-        }
+        let (bdev, shared) = changeable(rt, name, "add a child to")?;
         let child_bdev = BdevRegistry::of(rt).get(child)?;
         let mut children = shared.children.lock().unwrap_or_else(|e| e.into_inner());
         if children.iter().any(|c| &*c.name == child) {
@@ -423,12 +399,7 @@ pub fn remove_child(
     done: impl FnOnce(Result<(), BdevError>) + Send + 'static,
 ) {
     let result = (|| {
-        let (shared, bdev) = QuorumRegistry::of(rt).get(name)?;
-        if shared.options.blkverify {
-            return Err(BdevError::Invalid(
-                "Cannot remove a child from a quorum in blkverify mode".into(),
-            ));
-        }
+        let (bdev, shared) = changeable(rt, name, "remove a child from")?;
         let mut children = shared.children.lock().unwrap_or_else(|e| e.into_inner());
         let pos = children
             .iter()

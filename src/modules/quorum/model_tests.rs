@@ -11,7 +11,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use super::reference;
-use super::{create, QuorumOptions, QuorumRegistry, ReadPattern};
+use super::{create, find, QuorumOptions, ReadPattern};
 use crate::bdev::blocking::{read, write};
 use crate::bdev::{Bdev, IoType};
 use crate::modules::error::{self, ErrorType, Injection, Target};
@@ -72,7 +72,7 @@ fn fail_next(rt: &Runtime, child: &str, io: IoType) {
 
 /// (child index, errno or 0) of each REPORT_BAD, and whether QUORUM_FAILURE was emitted.
 fn observed_events(rt: &Runtime, case: &Case) -> (Vec<(usize, i32)>, bool) {
-    let (shared, _) = QuorumRegistry::of(rt).get(&case.name).unwrap();
+    let (_, shared) = find(rt, &case.name).unwrap();
     let events = shared.events().since(0, usize::MAX);
     let mut bad = Vec::new();
     let mut failure = false;

@@ -28,14 +28,15 @@ impl ChannelInner {
         })
     }
 
-    pub(crate) fn account(&self, io: &IoHandle) {
+    pub(crate) fn account(&self, io: &mut IoHandle) {
         let mut s = self.stats.get();
         let bytes = io.num_blocks * self.bdev.block_size as u64;
+        io.complete_tick = ticks();
         s.record(
             io.io_type,
             bytes,
             io.status().is_ok(),
-            ticks().wrapping_sub(io.submit_tick),
+            io.complete_tick.wrapping_sub(io.submit_tick),
         );
         self.stats.set(s);
         self.in_flight.set(self.in_flight.get() - 1);

@@ -168,6 +168,7 @@ pub struct BdevIo {
     done: Option<Rc<dyn IoDone>>,
     pub(super) layer: Option<Rc<ChannelInner>>,
     pub(super) submit_tick: u64,
+    pub(super) complete_tick: u64,
 }
 
 /// Owned handle to a pooled [`BdevIo`]; dropping it returns the descriptor to the pool.
@@ -205,6 +206,7 @@ impl IoHandle {
                 done: None,
                 layer: None,
                 submit_tick: 0,
+                complete_tick: 0,
             })
         });
         b.io_type = io_type;
@@ -215,6 +217,7 @@ impl IoHandle {
         b.tag = tag;
         b.driver_ctx = [0; 2];
         b.status = 0;
+        b.complete_tick = 0;
         b.done = Some(done);
         IoHandle(ManuallyDrop::new(b))
     }
@@ -239,6 +242,13 @@ impl IoHandle {
         } else {
             Err(self.status)
         }
+    }
+
+    /// When the bdev layer saw the I/O complete, in [`crate::runtime::clock::ticks`]; lets a
+    /// submitter measure latency without reading the clock again. 0 for an I/O the layer
+    /// refused before submission.
+    pub fn completion_tick(&self) -> u64 {
+        self.complete_tick
     }
 
     /// Gives up ownership for a module that tracks the I/O by address (io_uring user_data).
@@ -292,7 +302,7 @@ fn drain_completions() -> usize {
                 layer.resubmit(io);
                 continue;
             }
-            layer.account(&io);
+            layer.account(&mut io);
         }
         if let Some(done) = io.done.take() {
             done.io_done(io);

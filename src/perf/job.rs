@@ -411,6 +411,7 @@ impl IoDone for Job {
         let slot = io.tag as usize;
         let status = io.status();
         let io_type = io.io_type;
+        let completed_at = io.completion_tick();
         drop(io);
         self.in_flight.set(self.in_flight.get() - 1);
         if self.verify && io_type == IoType::Write && status.is_ok() {
@@ -421,7 +422,7 @@ impl IoDone for Job {
             self.submit(IoType::Read, offset_blocks, view, slot);
             return;
         }
-        let now = ticks();
+        let now = if completed_at != 0 { completed_at } else { ticks() };
         let failure = match status {
             Err(errno) => Some(Failure::Io { io_type, errno }),
             Ok(()) if self.verify => self.compare(slot),

@@ -121,7 +121,7 @@ fn quorum_reads_and_writes_do_not_allocate_once_warm() {
         blkverify: false,
         rewrite_corrupted: true,
     };
-    let q = quorum::create(&rt, "Q", &names, opts).unwrap();
+    let q = quorum::create(&rt, "Q", &names, opts, None).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(1);
     rt.send_msg(0, move || {
         let driver = Rc::new_cyclic(|me| Driver {

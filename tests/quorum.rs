@@ -64,7 +64,7 @@ fn child_counters(rt: &Runtime, name: &str) -> Vec<Value> {
 fn writes_reach_every_child_and_reads_agree() {
     let rt = runtime(1);
     let kids = children(&rt, 3);
-    let q = quorum::create(&rt, "Q", &names(3), opts(2)).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), opts(2), None).unwrap();
     let data = pattern(16 * 512, 1);
     write(&rt, &q, 100, &data).unwrap();
     for k in &kids {
@@ -92,7 +92,7 @@ fn iotest_081_sequence_at_bdev_level() {
     let kids = children(&rt, 3);
     let mut o = opts(2);
     o.rewrite_corrupted = true;
-    let q = quorum::create(&rt, "Q", &names(3), o).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), o, None).unwrap();
     let good = pattern(20 * 512, 0xcd);
     write(&rt, &q, 0, &good).unwrap();
 
@@ -144,7 +144,7 @@ fn iotest_081_sequence_at_bdev_level() {
 fn without_rewrite_the_corrupted_child_stays_corrupted() {
     let rt = runtime(1);
     let kids = children(&rt, 3);
-    let q = quorum::create(&rt, "Q", &names(3), opts(2)).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), opts(2), None).unwrap();
     let good = pattern(4096, 7);
     write(&rt, &q, 8, &good).unwrap();
     let bad = pattern(4096, 8);
@@ -166,7 +166,7 @@ fn identical_corruption_on_a_majority_wins_the_vote() {
     // A vote, not a checksum: QEMU returns what most children agree on.
     let rt = runtime(1);
     let kids = children(&rt, 3);
-    let q = quorum::create(&rt, "Q", &names(3), opts(2)).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), opts(2), None).unwrap();
     write(&rt, &q, 0, &pattern(512, 1)).unwrap();
     let other = pattern(512, 2);
     write(&rt, &kids[0], 0, &other).unwrap();
@@ -184,7 +184,7 @@ fn threshold_one_and_tie_follow_qemu() {
     // first with a strict '>' so the later child's version wins.
     let rt = runtime(1);
     let kids = children(&rt, 2);
-    let q = quorum::create(&rt, "Q", &names(2), opts(1)).unwrap();
+    let q = quorum::create(&rt, "Q", &names(2), opts(1), None).unwrap();
     write(&rt, &kids[0], 0, &pattern(512, 1)).unwrap();
     write(&rt, &kids[1], 0, &pattern(512, 2)).unwrap();
     assert_eq!(read(&rt, &q, 0, 1).unwrap(), pattern(512, 2));
@@ -199,7 +199,7 @@ fn fifo_reads_the_first_child_without_voting() {
     let kids = children(&rt, 3);
     let mut o = opts(2);
     o.read_pattern = ReadPattern::Fifo;
-    let q = quorum::create(&rt, "Q", &names(3), o).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), o, None).unwrap();
     write(&rt, &q, 0, &pattern(1024, 1)).unwrap();
     write(&rt, &kids[0], 0, &pattern(1024, 9)).unwrap();
     assert_eq!(read(&rt, &q, 0, 2).unwrap(), pattern(1024, 9));
@@ -323,7 +323,7 @@ fn creation_is_validated_like_qemu_and_changes_nothing_on_error() {
 fn children_added_and_removed_with_io_running_on_every_reactor() {
     let rt = runtime(2);
     let kids = children(&rt, 4);
-    let q = quorum::create(&rt, "Q", &names(3), opts(2)).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), opts(2), None).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for reactor in 0..2usize {
@@ -385,7 +385,7 @@ fn rewrite_never_overwrites_a_newer_write() {
     let kids = children(&rt, 3);
     let mut o = opts(2);
     o.rewrite_corrupted = true;
-    let q = quorum::create(&rt, "Q", &names(3), o).unwrap();
+    let q = quorum::create(&rt, "Q", &names(3), o, None).unwrap();
     for round in 0..200u32 {
         let lba = (round % 16) as u64 * 8;
         let old = pattern(4096, (round % 200) as u8);
@@ -422,7 +422,7 @@ fn blkverify_stops_on_first_differing_byte() {
         let kids = children(&rt, 2);
         let mut o = opts(2);
         o.blkverify = true;
-        let q = quorum::create(&rt, "Q", &names(2), o).unwrap();
+        let q = quorum::create(&rt, "Q", &names(2), o, None).unwrap();
         let data = pattern(8 * 512, 3);
         write(&rt, &q, 16, &data).unwrap();
         assert_eq!(

@@ -38,7 +38,7 @@ fn setup(
         blkverify: false,
         rewrite_corrupted: rewrite,
     };
-    quorum::create(rt, "Q", &children, opts).unwrap()
+    quorum::create(rt, "Q", &children, opts, None).unwrap()
 }
 
 fn inject(rt: &Runtime, child: &str, io: IoType, error_type: ErrorType, num: u32) {

@@ -1103,3 +1103,157 @@ fn bad_command_lines_are_refused_with_a_reason() {
         assert!(!sock.exists());
     }
 }
+
+/// `spdk-rpc --plugin quorum_rpc_plugin ARGS...`
+fn plugin_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--plugin", "quorum_rpc_plugin"];
+    all.extend_from_slice(args);
+    all
+}
+
+#[test]
+fn quorum_commands_work_end_to_end_through_the_plugin() {
+    let t = Target::start();
+    for i in 0..4 {
+        t.rpc_ok(&["bdev_malloc_create", "-b", &format!("M{i}"), "8", "512"]);
+    }
+    t.rpc_ok(&["bdev_malloc_create", "-b", "Odd", "4", "512"]);
+    let created = t.rpc_ok(&plugin_args(&[
+        "bdev_quorum_create",
+        "-b",
+        "Q",
+        "-t",
+        "2",
+        "--rewrite-corrupted",
+        "M0",
+        "M1",
+        "M2",
+    ]));
+    assert_eq!(created.trim(), "Q");
+    // A child of a quorum is claimed: SPDK's -16.
+    let err = t.rpc_err(&["bdev_malloc_delete", "M0"]);
+    assert_eq!(err["code"], -16, "{err}");
+    // QEMU's validation, through the CLI.
+    let err = t.rpc_err(&plugin_args(&[
+        "bdev_quorum_create",
+        "-b",
+        "Q2",
+        "-t",
+        "3",
+        "M3",
+        "Odd",
+    ]));
+    assert_eq!(err["code"], -22);
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("threshold may not exceed children count"),
+        "{err}"
+    );
+    let err = t.rpc_err(&plugin_args(&[
+        "bdev_quorum_create",
+        "-b",
+        "Q2",
+        "-t",
+        "1",
+        "M3",
+        "Odd",
+    ]));
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("Odd (8192 blocks of 512 bytes)"),
+        "{err}"
+    );
+    let err = t.rpc_err(&plugin_args(&[
+        "bdev_quorum_create",
+        "-b",
+        "Q2",
+        "-t",
+        "1",
+        "M3",
+        "Nope",
+    ]));
+    assert_eq!(err["code"], -19);
+    assert!(t
+        .bdevs()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["name"] != "Q2"));
+    assert_eq!(
+        t.bdevs()[5]["claimed"],
+        false,
+        "M3 unclaimed after the refusals"
+    );
+
+    let info = t.rpc_json(&plugin_args(&["bdev_quorum_get_bdevs", "-b", "Q"]));
+    assert_eq!(info[0]["vote_threshold"], 2);
+    assert_eq!(info[0]["rewrite_corrupted"], true);
+    let names: Vec<&str> = info[0]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["M0", "M1", "M2"]);
+    assert_eq!(info[0]["children"][0]["reads"], 0);
+
+    t.rpc_ok(&plugin_args(&["bdev_quorum_add_child", "Q", "M3"]));
+    let err = t.rpc_err(&plugin_args(&["bdev_quorum_add_child", "Q", "Odd"]));
+    assert_eq!(err["code"], -22);
+    t.rpc_ok(&plugin_args(&["bdev_quorum_remove_child", "Q", "M0"]));
+    t.rpc_ok(&plugin_args(&["bdev_quorum_remove_child", "Q", "M1"]));
+    let err = t.rpc_err(&plugin_args(&["bdev_quorum_remove_child", "Q", "M2"]));
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("vote threshold 2"),
+        "{err}"
+    );
+    let info = t.rpc_json(&plugin_args(&["bdev_quorum_get_bdevs"]));
+    assert_eq!(info[0]["num_children"], 2);
+    assert_eq!(
+        t.rpc_json(&plugin_args(&["bdev_quorum_get_events", "-b", "Q"])),
+        json!([])
+    );
+    let bdev = t.rpc_json(&["bdev_get_bdevs", "-b", "Q"]);
+    assert_eq!(bdev[0]["product_name"], "Quorum disk");
+    assert_eq!(
+        bdev[0]["driver_specific"]["quorum"]["base_bdevs"],
+        json!(["M2", "M3"])
+    );
+
+    // save_config brings the quorum back with its children, options and identity.
+    let saved = t.rpc_ok(&["save_config"]);
+    let (status, dir) = t.signal(libc::SIGTERM);
+    assert!(status.success());
+    let path = dir.path().join("saved.json");
+    std::fs::write(&path, &saved).unwrap();
+    let t = Target::start_in(dir, &["-c", path.to_str().unwrap()]);
+    let again = t.rpc_json(&["bdev_get_bdevs", "-b", "Q"]);
+    assert_eq!(again[0]["uuid"], bdev[0]["uuid"]);
+    assert_eq!(again[0]["driver_specific"], bdev[0]["driver_specific"]);
+
+    let types = t.rpc_json(&["notify_get_types"]);
+    for kind in ["quorum_report_bad", "quorum_failure"] {
+        assert!(
+            types.as_array().unwrap().iter().any(|k| k == kind),
+            "{types}"
+        );
+    }
+    t.rpc_ok(&plugin_args(&["bdev_quorum_delete", "Q"]));
+    let err = t.rpc_err(&plugin_args(&["bdev_quorum_delete", "Q"]));
+    assert_eq!(err["code"], -19);
+    let notes = t.rpc_json(&["notify_get_notifications"]);
+    let last = notes.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last,
+        json!({"type": "bdev_unregister", "ctx": "Q", "id": last["id"]})
+    );
+    // The children are free again.
+    t.rpc_ok(&["bdev_malloc_delete", "M2"]);
+}

@@ -422,7 +422,11 @@ impl IoDone for Job {
             self.submit(IoType::Read, offset_blocks, view, slot);
             return;
         }
-        let now = if completed_at != 0 { completed_at } else { ticks() };
+        let now = if completed_at != 0 {
+            completed_at
+        } else {
+            ticks()
+        };
         let failure = match status {
             Err(errno) => Some(Failure::Io { io_type, errno }),
             Ok(()) if self.verify => self.compare(slot),

@@ -50,6 +50,9 @@ struct CreateParams {
     blkverify: bool,
     #[serde(default)]
     rewrite_corrupted: bool,
+    /// Not in the contract's list but accepted as SPDK's raid does, so `save_config` can
+    /// bring a quorum back with the same identity.
+    uuid: Option<uuid::Uuid>,
 }
 
 fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -61,7 +64,7 @@ fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {
             blkverify: p.blkverify,
             rewrite_corrupted: p.rewrite_corrupted,
         };
-        let bdev = quorum::create(&ctx.rt, &p.name, &p.base_bdevs, options)?;
+        let bdev = quorum::create(&ctx.rt, &p.name, &p.base_bdevs, options, p.uuid)?;
         Ok(json!(bdev.name()))
     })
 }

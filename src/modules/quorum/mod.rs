@@ -198,6 +198,7 @@ impl BdevBackend for QuorumBdev {
                 "read_pattern": o.read_pattern.as_str(),
                 "blkverify": o.blkverify,
                 "rewrite_corrupted": o.rewrite_corrupted,
+                "uuid": bdev.uuid().to_string(),
             }),
         ))
     }
@@ -241,6 +242,7 @@ pub fn create(
     name: &str,
     children: &[String],
     options: QuorumOptions,
+    uuid: Option<uuid::Uuid>,
 ) -> Result<Arc<Bdev>, BdevError> {
     options
         .validate(children.len())
@@ -301,7 +303,7 @@ pub fn create(
         name: name.to_string(),
         block_size: first.block_size(),
         num_blocks: first.num_blocks(),
-        uuid: None,
+        uuid,
     };
     let backend = QuorumBdev {
         shared: shared.clone(),

@@ -49,7 +49,7 @@ fn build(rt: &Runtime, id: usize, n: usize, threshold: usize) -> Case {
         blkverify: false,
         rewrite_corrupted: false,
     };
-    let quorum = create(rt, &name, &children, opts).unwrap();
+    let quorum = create(rt, &name, &children, opts, None).unwrap();
     Case {
         quorum,
         name,

@@ -44,17 +44,17 @@ fn plugin_err(t: &Target, args: &[&str]) -> Value {
 /// Returns the target and the NBD socket path.
 fn quorum_export(cpumask: &str, mib: u64) -> (Target, PathBuf) {
     let t = Target::start_with(&["-m", cpumask]);
-    let size = mib.to_string();
-    for i in 0..3 {
-        t.rpc_ok(&["bdev_malloc_create", "-b", &format!("M{i}"), &size, "512"]);
-    }
-    plugin(
-        &t,
-        &["bdev_quorum_create", "-b", "Q", "-t", "2", "M0", "M1", "M2"],
-    );
     let sock = t.dir.path().join("nbd.sock");
-    plugin(&t, &["nbd_server_start", sock.to_str().unwrap()]);
-    assert_eq!(plugin(&t, &["nbd_export_create", "Q"]).trim(), "Q");
+    let out = t.rpc_script(&format!(
+        "bdev_malloc_create -b M0 {mib} 512\n\
+         bdev_malloc_create -b M1 {mib} 512\n\
+         bdev_malloc_create -b M2 {mib} 512\n\
+         bdev_quorum_create -b Q -t 2 M0 M1 M2\n\
+         nbd_server_start {}\n\
+         nbd_export_create Q\n",
+        sock.display()
+    ));
+    assert!(out.trim_end().ends_with('Q'), "{out}");
     (t, sock)
 }
 
@@ -159,8 +159,9 @@ fn qemu_io_writes_and_reads_patterns_through_a_quorum_of_three_on_two_reactors()
     plugin(&t, &["nbd_server_stop"]);
     assert!(!sock.exists(), "the Unix socket is removed on stop");
     let port = free_port().to_string();
-    plugin(&t, &["nbd_server_start", "127.0.0.1", "-p", &port]);
-    plugin(&t, &["nbd_export_create", "Q"]);
+    t.rpc_script(&format!(
+        "nbd_server_start 127.0.0.1 -p {port}\nnbd_export_create Q\n"
+    ));
     let tcp = format!("nbd://127.0.0.1:{port}/Q");
     qemu_io(&tcp, &["read -P 0xab 0 1M", "write -P 0x5a 4M 256k"]);
     let s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
@@ -289,13 +290,10 @@ fn fio_nbd_engine_verifies_crc32c_over_unix_and_tcp_from_two_connections() {
         assert!(!out.contains("verify: bad"), "{out}");
     };
     job(&unix_uri(&sock, "Q"));
-    plugin(&t, &["nbd_server_stop"]);
     let port = free_port();
-    plugin(
-        &t,
-        &["nbd_server_start", "127.0.0.1", "-p", &port.to_string()],
-    );
-    plugin(&t, &["nbd_export_create", "Q"]);
+    t.rpc_script(&format!(
+        "nbd_server_stop\nnbd_server_start 127.0.0.1 -p {port}\nnbd_export_create Q\n"
+    ));
     job(&format!("nbd://127.0.0.1:{port}/Q"));
 }
 
@@ -331,31 +329,15 @@ fn iotest_081_replayed_through_nbd_over_uring_children() {
         std::fs::write(p, vec![0xcd; SIZE]).unwrap();
     }
     let t = Target::start_with(&["-m", "0x1"]);
-    for (i, p) in paths.iter().enumerate() {
-        t.rpc_ok(&[
-            "bdev_uring_create",
-            p.to_str().unwrap(),
-            &format!("C{i}"),
-            "512",
-        ]);
-    }
-    plugin(
-        &t,
-        &[
-            "bdev_quorum_create",
-            "-b",
-            "Q",
-            "-t",
-            "2",
-            "--rewrite-corrupted",
-            "C0",
-            "C1",
-            "C2",
-        ],
-    );
     let sock = t.dir.path().join("nbd.sock");
-    plugin(&t, &["nbd_server_start", sock.to_str().unwrap()]);
-    plugin(&t, &["nbd_export_create", "Q"]);
+    let mut script: String = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("bdev_uring_create {} C{i} 512\n", p.display()))
+        .collect();
+    script += "bdev_quorum_create -b Q -t 2 --rewrite-corrupted C0 C1 C2\n";
+    script += &format!("nbd_server_start {}\nnbd_export_create Q\n", sock.display());
+    t.rpc_script(&script);
     let uri = unix_uri(&sock, "Q");
 
     // == checking quorum ==
@@ -678,27 +660,16 @@ fn hostile_clients_lose_only_their_own_connection() {
 #[test]
 fn export_delete_answers_in_flight_io_then_closes_its_clients() {
     let t = Target::start_with(&["-m", "0x1"]);
-    t.rpc_ok(&["bdev_malloc_create", "-b", "M0", "4", "512"]);
-    // 300 ms per write: the write below is still in flight when the delete arrives.
-    t.rpc_ok(&[
-        "bdev_delay_create",
-        "-b",
-        "M0",
-        "-d",
-        "D0",
-        "-r",
-        "10",
-        "-t",
-        "10",
-        "-w",
-        "300000",
-        "-n",
-        "300000",
-    ]);
     let sock = t.dir.path().join("nbd.sock");
-    plugin(&t, &["nbd_server_start", sock.to_str().unwrap()]);
-    plugin(&t, &["nbd_export_create", "D0", "-n", "slow"]);
-    plugin(&t, &["nbd_export_create", "M0", "-n", "other", "-r"]);
+    // 300 ms per write: the write below is still in flight when the delete arrives.
+    t.rpc_script(&format!(
+        "bdev_malloc_create -b M0 4 512\n\
+         bdev_delay_create -b M0 -d D0 -r 10 -t 10 -w 300000 -n 300000\n\
+         nbd_server_start {}\n\
+         nbd_export_create D0 -n slow\n\
+         nbd_export_create M0 -n other -r\n",
+        sock.display()
+    ));
     let mut c = raw_unix(&sock).session("slow");
     let mut other = raw_unix(&sock).session("other");
     c.send(Cmd::Write, proto::CMD_FLAG_FUA, 42, 0, 4096);
@@ -738,40 +709,58 @@ fn export_delete_answers_in_flight_io_then_closes_its_clients() {
 #[test]
 fn rpc_errors_are_spdk_codes_and_change_nothing() {
     let t = Target::start();
-    t.rpc_ok(&["bdev_malloc_create", "-b", "M0", "1", "512"]);
-    assert_eq!(plugin_err(&t, &["nbd_export_create", "M0"])["code"], -19);
-    assert_eq!(plugin_err(&t, &["nbd_server_stop"])["code"], -19);
     let sock = t.dir.path().join("nbd.sock");
     let path = sock.to_str().unwrap();
-    let err = plugin_err(&t, &["nbd_server_start", path, "-p", "1234"]);
-    assert_eq!(err["code"], -22);
-    plugin(&t, &["nbd_server_start", path]);
-    assert_eq!(plugin_err(&t, &["nbd_server_start", path])["code"], -17);
-    assert_eq!(plugin_err(&t, &["nbd_export_create", "nope"])["code"], -19);
-    plugin(&t, &["nbd_export_create", "M0"]);
-    assert_eq!(plugin_err(&t, &["nbd_export_create", "M0"])["code"], -17);
     let mut raw = t.raw();
-    let answer = raw.call(
-        json!({"jsonrpc": "2.0", "id": 1, "method": "nbd_export_create",
-        "params": {"bdev_name": "M0", "export_name": "x", "colour": "red"}}),
+    let mut id = 0;
+    let mut call = |method: &str, params: Value| {
+        id += 1;
+        raw.call(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+    };
+    let code = |answer: Value| answer["error"]["code"].clone();
+    call(
+        "bdev_malloc_create",
+        json!({"name": "M0", "num_blocks": 64, "block_size": 512}),
     );
-    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    let export_m0 = json!({"bdev_name": "M0"});
+    assert_eq!(
+        code(call("nbd_export_create", export_m0.clone())),
+        -19,
+        "no server"
+    );
+    assert_eq!(code(call("nbd_server_stop", json!({}))), -19);
+    let bad_port = json!({"listen_addr": path, "listen_port": 1234});
+    assert_eq!(code(call("nbd_server_start", bad_port)), -22);
+    assert_eq!(code(call("nbd_server_start", json!({}))), -32602);
+    let start = json!({"listen_addr": path});
+    assert_eq!(call("nbd_server_start", start.clone())["result"], true);
+    assert_eq!(code(call("nbd_server_start", start)), -17);
+    let nope = json!({"bdev_name": "nope"});
+    assert_eq!(code(call("nbd_export_create", nope)), -19);
+    assert_eq!(call("nbd_export_create", export_m0.clone())["result"], "M0");
+    assert_eq!(code(call("nbd_export_create", export_m0)), -17);
+    let extra = json!({"bdev_name": "M0", "export_name": "x", "colour": "red"});
+    let answer = call("nbd_export_create", extra);
+    assert_eq!(code(answer.clone()), -32602, "{answer}");
     assert!(answer["error"]["message"]
         .as_str()
         .unwrap()
         .contains("colour"));
-    let answer = raw.call(
-        json!({"jsonrpc": "2.0", "id": 2, "method": "nbd_export_create",
-        "params": {"bdev_name": "M0", "export_name": ""}}),
-    );
-    assert_eq!(answer["error"]["code"], -22, "{answer}");
+    let empty = json!({"bdev_name": "M0", "export_name": ""});
+    assert_eq!(code(call("nbd_export_create", empty)), -22);
+    let missing = json!({"export_name": "x"});
+    assert_eq!(code(call("nbd_export_delete", missing)), -19);
+    let listed = call("nbd_get_exports", json!(null))["result"].clone();
     assert_eq!(
-        plugin_json(&t, &["nbd_get_exports"]),
+        listed,
         json!([{"export_name": "M0", "bdev_name": "M0", "read_only": false, "connections": 0}])
     );
     // Deleting the exported bdev deletes the export with it.
-    t.rpc_ok(&["bdev_malloc_delete", "M0"]);
-    assert_eq!(plugin_json(&t, &["nbd_get_exports"]), json!([]));
+    assert_eq!(
+        call("bdev_malloc_delete", json!({"name": "M0"}))["result"],
+        true
+    );
+    assert_eq!(call("nbd_get_exports", json!(null))["result"], json!([]));
 }
 
 #[test]

@@ -370,8 +370,8 @@ impl Conn {
             self.pump(&mut st);
             st.flush();
         }
-        if st.hangup && (st.eof || st.pending.is_some()) {
-            // Nobody will read the replies: what was read is in flight, the rest is moot.
+        if st.hangup && (st.eof || st.pending.is_some() || st.stop_reading) {
+            // The peer is gone: what was read is in flight, replies have nowhere to go.
             st.broken = true;
         }
         if st.finished() {

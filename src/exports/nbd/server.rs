@@ -30,6 +30,8 @@ use crate::runtime::{register_poller, unregister_poller, PollerId, Runtime};
 pub const DEFAULT_PORT: u16 = 10809;
 /// Most client connections at once over all exports; more are accepted and closed at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// epoll key of the listening socket (connection keys count up from 0).
+const LISTENER_KEY: u64 = u64::MAX;
 /// How often a reactor with draining connections checks their grace period.
 const REAPER_PERIOD: Duration = Duration::from_millis(100);
 
@@ -98,11 +100,6 @@ impl Export {
     /// The exported bdev.
     pub fn bdev(&self) -> &Arc<Bdev> {
         &self.bdev
-    }
-
-    /// Whether writes are refused.
-    pub fn read_only(&self) -> bool {
-        self.read_only
     }
 
     /// Whether delete (or server stop) is draining the export.
@@ -200,7 +197,6 @@ impl ServerShared {
 struct Running {
     addr: ListenAddr,
     shared: Arc<ServerShared>,
-    listener_poller: PollerId,
     unix_path: Option<PathBuf>,
 }
 
@@ -295,7 +291,8 @@ fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)
 }
 
-/// The listening socket's poller state on reactor 0.
+/// The listening socket, watched by reactor 0's connection epoll set (one `epoll_wait` per
+/// poll covers it: probing with `accept` would allocate and free a socket every time).
 struct Listener {
     socket: ListenSocket,
     rt: Runtime,
@@ -304,7 +301,7 @@ struct Listener {
 }
 
 impl Listener {
-    fn poll(&mut self) -> usize {
+    fn accept_all(&mut self) -> usize {
         let mut accepted = 0;
         loop {
             let fd = match self.socket.accept() {
@@ -342,6 +339,8 @@ pub(super) struct ReactorConns {
     dirty: Rc<RefCell<Vec<u64>>>,
     poller: Cell<Option<PollerId>>,
     reaper: Cell<Option<PollerId>>,
+    /// Reactor 0 only: the listening socket.
+    listener: RefCell<Option<Listener>>,
 }
 
 impl ReactorConns {
@@ -356,6 +355,7 @@ impl ReactorConns {
                 dirty: Rc::new(RefCell::new(Vec::new())),
                 poller: Cell::new(None),
                 reaper: Cell::new(None),
+                listener: RefCell::new(None),
             }))
         });
         let set = match created {
@@ -404,6 +404,11 @@ impl ReactorConns {
                 if let Some(conn) = conns.get(&key) {
                     conn.on_event(flags);
                 }
+            }
+        }
+        if events[..ready].iter().any(|e| e.u64 == LISTENER_KEY) {
+            if let Some(listener) = self.listener.borrow_mut().as_mut() {
+                work += listener.accept_all();
             }
         }
         loop {
@@ -483,7 +488,34 @@ impl ReactorConns {
         expired.len()
     }
 
+    /// Starts watching the listening socket (reactor 0).
+    fn listen(&self, listener: Listener) -> Result<(), NbdError> {
+        self.epoll
+            .ctl(
+                libc::EPOLL_CTL_ADD,
+                listener.socket.fd(),
+                libc::EPOLLIN as u32,
+                LISTENER_KEY,
+            )
+            .map_err(|source| NbdError::Io {
+                context: "cannot watch the NBD socket".into(),
+                source,
+            })?;
+        *self.listener.borrow_mut() = Some(listener);
+        Ok(())
+    }
+
+    /// Closes the listening socket: no new clients.
+    fn unlisten(&self) {
+        if let Some(listener) = self.listener.borrow_mut().take() {
+            let _ = self
+                .epoll
+                .ctl(libc::EPOLL_CTL_DEL, listener.socket.fd(), 0, LISTENER_KEY);
+        }
+    }
+
     fn teardown(&self) {
+        self.unlisten();
         for (_, conn) in self.conns.borrow_mut().drain() {
             conn.close(&self.epoll);
         }
@@ -522,20 +554,26 @@ pub fn start(rt: &Runtime, addr: ListenAddr) -> Result<(), NbdError> {
         stopping: AtomicBool::new(false),
         ctx: ctx.clone(),
     });
-    let fd = socket.fd();
-    let mut listener = Listener {
+    let listener = Listener {
         socket,
         rt: rt.clone(),
         shared: shared.clone(),
         next_reactor: 0,
     };
-    let listener_poller = register_poller(Box::new(move || listener.poll()), None, Some(fd));
+    let set = ReactorConns::get(&shared).ok_or_else(|| NbdError::Io {
+        context: "cannot create the NBD epoll set".into(),
+        source: std::io::Error::last_os_error(),
+    })?;
+    if let Err(e) = set.listen(listener) {
+        set.teardown();
+        rchannel::release(shared.dev);
+        return Err(e);
+    }
     tracing::info!(addr = %addr.display(), "NBD server listening");
     inner.server = Some(Running {
         unix_path: addr.unix_path().map(Path::to_path_buf),
         addr,
         shared,
-        listener_poller,
     });
     Ok(())
 }
@@ -554,7 +592,9 @@ pub fn stop(rt: &Runtime, done: impl FnOnce(Result<(), NbdError>) + Send + 'stat
     };
     let shared = running.shared;
     shared.stopping.store(true, Ordering::Release);
-    unregister_poller(running.listener_poller);
+    if let Some(set) = rchannel::lookup::<ReactorConns>(shared.dev) {
+        set.unlisten();
+    }
     if let Some(path) = &running.unix_path {
         let _ = std::fs::remove_file(path);
     }

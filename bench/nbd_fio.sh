@@ -103,9 +103,11 @@ qsd "qemu-storage-daemon single file (shm)" "$WORK/qsd_single.sock" \
     --blockdev driver=file,node-name=q,filename="$WORK/single.raw"
 
 echo
-for rw in randread randwrite; do
-    ours=${IOPS["quorum-tgt quorum/3 (uring, shm)",$rw]}
-    qq=${IOPS["qemu-storage-daemon quorum/3 (shm)",$rw]}
-    qs=${IOPS["qemu-storage-daemon single file (shm)",$rw]}
-    python3 -c "print(f'$rw: ours/QEMU-quorum = {$ours/$qq:.2f}x (target >= 4x), ours/QEMU-single-file = {$ours/$qs:.2f}x (target >= 1x)')"
+for kind in "uring, shm" malloc; do
+    for rw in randread randwrite; do
+        ours=${IOPS["quorum-tgt quorum/3 ($kind)",$rw]}
+        qq=${IOPS["qemu-storage-daemon quorum/3 (shm)",$rw]}
+        qs=${IOPS["qemu-storage-daemon single file (shm)",$rw]}
+        python3 -c "print(f'ours ($kind) $rw: {$ours/$qq:.2f}x QEMU quorum (target >= 4x), {$ours/$qs:.2f}x QEMU single file (target >= 1x)')"
+    done
 done

@@ -337,6 +337,8 @@ pub(super) struct ReactorConns {
     next_key: Cell<u64>,
     /// Connections with work queued by I/O completions, serviced by the next poll.
     dirty: Rc<RefCell<Vec<u64>>>,
+    /// The dirty list being serviced.
+    batch: RefCell<Vec<u64>>,
     poller: Cell<Option<PollerId>>,
     reaper: Cell<Option<PollerId>>,
     /// Reactor 0 only: the listening socket.
@@ -352,7 +354,8 @@ impl ReactorConns {
                 epoll,
                 conns: RefCell::new(HashMap::new()),
                 next_key: Cell::new(0),
-                dirty: Rc::new(RefCell::new(Vec::new())),
+                dirty: Rc::new(RefCell::new(Vec::with_capacity(64))),
+                batch: RefCell::new(Vec::with_capacity(64)),
                 poller: Cell::new(None),
                 reaper: Cell::new(None),
                 listener: RefCell::new(None),
@@ -411,16 +414,20 @@ impl ReactorConns {
                 work += listener.accept_all();
             }
         }
+        // Two lists swapped back and forth keep their capacity: no allocation per poll.
+        let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
         loop {
-            let keys = std::mem::take(&mut *self.dirty.borrow_mut());
-            if keys.is_empty() {
+            std::mem::swap(&mut batch, &mut *self.dirty.borrow_mut());
+            if batch.is_empty() {
                 break;
             }
-            work += keys.len();
-            for key in keys {
+            work += batch.len();
+            for &key in &batch {
                 self.service(key);
             }
+            batch.clear();
         }
+        *self.batch.borrow_mut() = batch;
         work
     }
 

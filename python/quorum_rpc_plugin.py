@@ -1,9 +1,9 @@
 #  SPDX-License-Identifier: BSD-3-Clause
-"""spdk-rpc plugin for quorum-tgt's quorum bdev methods.
+"""spdk-rpc plugin for quorum-tgt's own methods: the quorum bdev and the NBD export server.
 
 SPDK's client loads it with ``--plugin`` and calls ``spdk_rpc_plugin_initialize`` with its
 sub-command parser; every command below maps its arguments one to one onto the params of a
-``bdev_quorum_*`` method (CONTRACT section 2). Options left out are not sent (SPDK's
+``bdev_quorum_*`` or ``nbd_*`` method (CONTRACT section 2). Options left out are not sent (SPDK's
 client drops ``None``); flags are sent as explicit booleans, as SPDK's own commands do.
 
     PYTHONPATH=python spdk-rpc -s /var/tmp/spdk.sock --plugin quorum_rpc_plugin \\
@@ -86,3 +86,49 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('--since', type=int, help='Only events with an id after this one')
     p.add_argument('--max', type=int, help='At most this many events')
     p.set_defaults(func=bdev_quorum_get_events)
+
+    def nbd_server_start(args):
+        print_json(args.client.nbd_server_start(
+            listen_addr=args.listen_addr, listen_port=args.listen_port))
+
+    p = subparsers.add_parser(
+        'nbd_server_start',
+        help='Start the NBD server: an absolute path is a Unix socket, anything else a TCP host')
+    p.add_argument('listen_addr', help='Unix socket path or TCP host/address')
+    p.add_argument('-p', '--listen-port', dest='listen_port', type=int,
+                   help='TCP port (default 10809)')
+    p.set_defaults(func=nbd_server_start)
+
+    def nbd_server_stop(args):
+        print_json(args.client.nbd_server_stop())
+
+    p = subparsers.add_parser('nbd_server_stop',
+                              help='Stop the NBD server, its exports and their clients')
+    p.set_defaults(func=nbd_server_stop)
+
+    def nbd_export_create(args):
+        print_json(args.client.nbd_export_create(
+            bdev_name=args.bdev_name, export_name=args.export_name, read_only=args.read_only))
+
+    p = subparsers.add_parser('nbd_export_create', help='Export a bdev over NBD')
+    p.add_argument('bdev_name', help='Bdev to export')
+    p.add_argument('-n', '--export-name', dest='export_name',
+                   help='Name clients ask for (default: the bdev name)')
+    p.add_argument('-r', '--read-only', dest='read_only', action='store_true',
+                   help='Refuse writes')
+    p.set_defaults(func=nbd_export_create)
+
+    def nbd_export_delete(args):
+        print_json(args.client.nbd_export_delete(export_name=args.export_name))
+
+    p = subparsers.add_parser(
+        'nbd_export_delete',
+        help='Delete an NBD export; attached clients finish their in-flight I/O first')
+    p.add_argument('export_name', help='Export name')
+    p.set_defaults(func=nbd_export_delete)
+
+    def nbd_get_exports(args):
+        print_dict(args.client.nbd_get_exports())
+
+    p = subparsers.add_parser('nbd_get_exports', help='List NBD exports')
+    p.set_defaults(func=nbd_get_exports)

@@ -1,6 +1,8 @@
 //! The target daemon's life, as `spdk_tgt`'s: take the RPC socket, start the reactors, apply
-//! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, wait for in-flight I/O, flush every bdev that
-//! can be flushed, unregister the bdevs (top of each stack first) and stop the reactors.
+//! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, stop the NBD server
+//! (draining its clients' in-flight I/O), wait until no bdev has I/O in flight, flush every
+//! bdev that can be flushed, unregister the bdevs (top of each stack first) and stop the
+//! reactors.
 //!
 //! Signals are blocked in every thread and read from a signalfd by the main thread, which
 //! has nothing else to do: no handler runs in async-signal context and no reactor is ever
@@ -15,6 +17,7 @@ use super::config::{self, ConfigError};
 use super::rpc::Ctx;
 use super::server::{RpcListener, ServerError};
 use crate::bdev::{blocking, BdevError, BdevRegistry, IoType};
+use crate::exports::nbd;
 use crate::runtime::{Runtime, RuntimeOptions};
 
 /// What the command line decided.
@@ -132,6 +135,8 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
     server.stop();
+    // Exports go before the flush: their in-flight writes complete and no new ones arrive.
+    nbd::stop_blocking(&rt);
     drain_io(&rt);
     let flushed = flush_all(&rt);
     unregister_all(&rt);

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -32,6 +32,7 @@ use super::methods;
 use super::rpc::{
     Ctx, Reply, RpcError, RpcMethod, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
 };
+use crate::runtime::epoll::Epoll;
 use crate::runtime::{register_poller, unregister_poller, PollerId, Runtime};
 
 /// Most clients served at once; more are accepted and closed at once (SPDK allows 64).
@@ -178,41 +179,6 @@ impl RpcServer {
         let poller = self.poller;
         self.rt.run_on(0, move || unregister_poller(poller));
         tracing::info!("RPC server stopped");
-    }
-}
-
-/// An epoll set, level-triggered.
-struct Epoll(OwnedFd);
-
-impl Epoll {
-    fn new() -> std::io::Result<Epoll> {
-        // SAFETY: plain syscall; the descriptor is owned by the returned value.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-
-    fn ctl(&self, op: i32, fd: RawFd, events: u32, key: u64) -> std::io::Result<()> {
-        let mut event = libc::epoll_event { events, u64: key };
-        // SAFETY: event is a valid epoll_event for the duration of the call.
-        if unsafe { libc::epoll_ctl(self.fd(), op, fd, &mut event) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Ready events, without waiting.
-    fn ready(&self, events: &mut [libc::epoll_event]) -> usize {
-        // SAFETY: events is writable for events.len() entries.
-        let n = unsafe { libc::epoll_wait(self.fd(), events.as_mut_ptr(), events.len() as i32, 0) };
-        n.max(0) as usize
     }
 }
 

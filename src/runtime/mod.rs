@@ -6,6 +6,7 @@ pub mod buf;
 pub mod channel;
 pub mod clock;
 pub mod cpumask;
+pub mod epoll;
 mod reactor;
 
 use std::any::{Any, TypeId};

@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests: a small runtime per test and data patterns.
+//! Helpers shared by the integration tests: a small runtime per test, data patterns, and
+//! (in `target`) the real daemon driven from outside.
 #![allow(dead_code)]
+
+pub mod target;
 
 use quorum_bdev::runtime::{Runtime, RuntimeOptions};
 

@@ -181,7 +181,7 @@ const SUBSYSTEMS: [Subsystem; 3] = [
     Subsystem {
         name: "nbd",
         depends_on: &["bdev"],
-        config: exports_config,
+        config: nbd_config,
     },
     Subsystem {
         name: "vhost_blk",
@@ -203,7 +203,12 @@ fn bdev_config(ctx: &Ctx) -> Vec<Value> {
     entries
 }
 
-/// NBD and vhost-user-blk exports are not part of this target yet: nothing to recreate.
+/// `nbd_server_start` then one `nbd_export_create` per export.
+fn nbd_config(ctx: &Ctx) -> Vec<Value> {
+    crate::exports::nbd::config_entries(&ctx.rt)
+}
+
+/// vhost-user-blk exports are not part of this target yet: nothing to recreate.
 fn exports_config(_ctx: &Ctx) -> Vec<Value> {
     Vec::new()
 }

@@ -1033,3 +1033,29 @@ fn quorum_commands_work_end_to_end_through_the_plugin() {
     // The children are free again.
     t.rpc_ok(&["bdev_malloc_delete", "M2"]);
 }
+
+#[test]
+fn file_bdevs_are_created_with_spdk_rpcs_own_commands() {
+    let t = Target::start();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+    let file = file.to_str().unwrap();
+    // SPDK's client sends every optional flag of bdev_aio_create, `nowait: false` included.
+    assert_eq!(
+        t.rpc_ok(&["bdev_aio_create", file, "A0", "512"]).trim(),
+        "A0"
+    );
+    assert_eq!(
+        t.rpc_ok(&["bdev_uring_create", file, "U0", "4096"]).trim(),
+        "U0"
+    );
+    let bdevs = t.rpc_json(&["bdev_get_bdevs", "-b", "U0"]);
+    assert_eq!(bdevs[0]["num_blocks"], 256);
+    assert_eq!(
+        t.rpc_err(&["bdev_aio_create", "--no-wait", file, "A1", "512"])["code"],
+        -32602
+    );
+    t.rpc_ok(&["bdev_aio_delete", "A0"]);
+    t.rpc_ok(&["bdev_uring_delete", "U0"]);
+}

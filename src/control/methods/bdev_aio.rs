@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::bdev_generic_delete;
-use crate::control::rpc::{parse_params, reply_now, Ctx, Reply, RpcMethod};
+use crate::control::rpc::{parse_params, reply_now, Ctx, Reply, RpcError, RpcMethod};
 use crate::modules::aio::{self, AioOptions};
 
 /// This file's methods.
@@ -34,11 +34,20 @@ struct CreateParams {
     #[serde(default)]
     fallocate: bool,
     uuid: Option<Uuid>,
+    /// SPDK's client always sends it; RWF_NOWAIT submission is not implemented, so only
+    /// `false` is accepted.
+    #[serde(default)]
+    nowait: bool,
 }
 
 fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
         let p: CreateParams = parse_params(params)?;
+        if p.nowait {
+            return Err(RpcError::invalid_params(
+                "Invalid parameters: nowait: RWF_NOWAIT submission is not supported",
+            ));
+        }
         let opts = AioOptions {
             block_size: p.block_size,
             readonly: p.readonly,

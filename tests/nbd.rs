@@ -392,6 +392,21 @@ fn iotest_081_replayed_through_nbd_over_uring_children() {
         .unwrap_or_else(|| panic!("no QUORUM_FAILURE in {events}"));
     assert_eq!(failure["data"]["reference"], "Q");
     assert_eq!(failure["data"]["sector-num"], 4096);
+    // The same events reach SPDK's notification log, named after the child or the quorum.
+    let notes = t.rpc_json(&["notify_get_notifications"]);
+    let notes = notes.as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["type"] == "quorum_report_bad" && n["ctx"] == "C1"),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["type"] == "quorum_failure" && n["ctx"] == "Q"),
+        "{notes:?}"
+    );
     // The rest of the disk still reads, and the untouched child kept its data.
     qemu_io(&uri, &["read -P 0xcd 4M 6M"]);
     assert!(file_bytes(&paths[0], 2 * MIB as u64, MIB)

@@ -150,6 +150,13 @@ pub fn open(
         source,
     };
     let (file, mut direct) = open_file(filename, readonly).map_err(|e| os_err("cannot open", e))?;
+    if direct && on_tmpfs(file.as_raw_fd()) {
+        // tmpfs is the page cache itself: O_DIRECT saves no copy there, and io_uring hands
+        // every O_DIRECT request on it to a kernel worker thread (measured over NBD, quorum
+        // of 3 on /dev/shm: 35 K randread IOPS with O_DIRECT, 54 K buffered).
+        clear_direct(file.as_raw_fd()).map_err(|e| os_err("cannot clear O_DIRECT on", e))?;
+        direct = false;
+    }
     let meta = file.metadata().map_err(|e| os_err("cannot stat", e))?;
     let is_blkdev = meta.file_type().is_block_device();
     if !is_blkdev && !meta.is_file() {
@@ -230,6 +237,15 @@ pub fn open(
         punch_refused: AtomicBool::new(false),
         zero_range_refused: AtomicBool::new(false),
     })
+}
+
+/// Whether `fd` lives on tmpfs (or shmem), where direct I/O buys nothing.
+fn on_tmpfs(fd: i32) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // SAFETY: statfs is plain data filled by the kernel.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is a valid out-pointer.
+    unsafe { libc::fstatfs(fd, &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC }
 }
 
 fn open_file(filename: &str, readonly: bool) -> std::io::Result<(File, bool)> {

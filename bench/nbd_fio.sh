@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # NBD export benchmark (not a test): the same fio job (nbd engine, 4 KiB, QD 32, one job,
 # 10 s, randread then randwrite) against
-#   (a) quorum-tgt: a quorum of 3 (threshold 2) over uring children on raw files in /dev/shm
-#       (and, for reference, over malloc children),
+#   (a) quorum-tgt: a quorum of 3 (threshold 2) over uring and over aio children on raw
+#       files in /dev/shm (and, for reference, over malloc children),
 #   (b) qemu-storage-daemon: QEMU's quorum of 3 (vote-threshold 2) over the same kind of
 #       raw files in /dev/shm,
 #   (c) qemu-storage-daemon: a single raw file in /dev/shm,
@@ -66,11 +66,11 @@ ours() { # label children-kind
     wait_socket "$dir/rpc.sock"
     local script=""
     for i in 0 1 2; do
-        if [ "$2" = uring ]; then
-            script+="bdev_uring_create $WORK/c$i.raw C$i 512"$'\n'
-        else
-            script+="bdev_malloc_create -b C$i $SIZE_MIB 512"$'\n'
-        fi
+        case "$2" in
+            uring) script+="bdev_uring_create $WORK/c$i.raw C$i 512"$'\n' ;;
+            aio) script+="bdev_aio_create $WORK/c$i.raw C$i 512"$'\n' ;;
+            *) script+="bdev_malloc_create -b C$i $SIZE_MIB 512"$'\n' ;;
+        esac
     done
     script+="bdev_quorum_create -b Q -t 2 C0 C1 C2"$'\n'
     script+="nbd_server_start $dir/nbd.sock"$'\n'"nbd_export_create Q"$'\n'
@@ -93,6 +93,7 @@ qsd() { # label socket blockdev-args...
 }
 
 ours "quorum-tgt quorum/3 (uring, shm)" uring
+ours "quorum-tgt quorum/3 (aio, shm)" aio
 ours "quorum-tgt quorum/3 (malloc)" malloc
 qsd "qemu-storage-daemon quorum/3 (shm)" "$WORK/qsd_quorum.sock" \
     --blockdev driver=file,node-name=c0,filename="$WORK/q0.raw" \
@@ -103,7 +104,7 @@ qsd "qemu-storage-daemon single file (shm)" "$WORK/qsd_single.sock" \
     --blockdev driver=file,node-name=q,filename="$WORK/single.raw"
 
 echo
-for kind in "uring, shm" malloc; do
+for kind in "uring, shm" "aio, shm" malloc; do
     for rw in randread randwrite; do
         ours=${IOPS["quorum-tgt quorum/3 ($kind)",$rw]}
         qq=${IOPS["qemu-storage-daemon quorum/3 (shm)",$rw]}

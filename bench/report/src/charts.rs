@@ -38,9 +38,11 @@ struct Line<'a> {
 
 fn lines<'a>(r: &'a Results, suite: Suite, bs: u64, rw: &str) -> Vec<Line<'a>> {
     let mut out: Vec<Line<'a>> = Vec::new();
-    for f in r.figures.iter().filter(|f| {
-        f.key.suite == suite && f.key.bs == bs && f.key.rw == rw && f.key.qd > 0
-    }) {
+    for f in r
+        .figures
+        .iter()
+        .filter(|f| f.key.suite == suite && f.key.bs == bs && f.key.rw == rw && f.key.qd > 0)
+    {
         let who = match f.key.imp {
             Impl::Qemu => "QEMU",
             _ => "ours",
@@ -137,7 +139,10 @@ fn panel(
             .draw_series(l.points.iter().filter_map(|f| {
                 let s = value(f)?;
                 let q = f64::from(f.key.qd);
-                Some(PathElement::new(vec![(q, s.min), (q, s.max)], c.stroke_width(1)))
+                Some(PathElement::new(
+                    vec![(q, s.min), (q, s.max)],
+                    c.stroke_width(1),
+                ))
             }))
             .map_err(err)?;
     }
@@ -226,7 +231,15 @@ mod tests {
                 (Impl::Ours, "null", 1.0e7),
                 (Impl::Qemu, "quorum3-null-co", 2.0e5),
             ] {
-                let mut a = s(Suite::Inprocess, imp, t, "randread", 4096, qd, v * f64::from(qd).sqrt());
+                let mut a = s(
+                    Suite::Inprocess,
+                    imp,
+                    t,
+                    "randread",
+                    4096,
+                    qd,
+                    v * f64::from(qd).sqrt(),
+                );
                 a.lat_us = Some(f64::from(qd) / a.iops * 1e6);
                 let mut b = a.clone();
                 b.iops *= 1.1;

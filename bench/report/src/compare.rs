@@ -77,8 +77,20 @@ use Suite::{Inprocess, Nbd};
 
 /// Quorum of 3 against one child of the same kind (what voting costs).
 pub const VS_SINGLE: &[Ratio] = &[
-    ratio("null", Inprocess, (Ours, "quorum3-null"), (Ours, "null"), Shown::Percent),
-    ratio("malloc", Inprocess, (Ours, "quorum3-malloc"), (Ours, "malloc"), Shown::Percent),
+    ratio(
+        "null",
+        Inprocess,
+        (Ours, "quorum3-null"),
+        (Ours, "null"),
+        Shown::Percent,
+    ),
+    ratio(
+        "malloc",
+        Inprocess,
+        (Ours, "quorum3-malloc"),
+        (Ours, "malloc"),
+        Shown::Percent,
+    ),
     ratio(
         "uring, /dev/shm files",
         Inprocess,
@@ -333,7 +345,15 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn s(suite: Suite, imp: Impl, target: &str, rw: &str, bs: u64, qd: u32, iops: f64) -> Sample {
+    pub(crate) fn s(
+        suite: Suite,
+        imp: Impl,
+        target: &str,
+        rw: &str,
+        bs: u64,
+        qd: u32,
+        iops: f64,
+    ) -> Sample {
         Sample {
             key: Key {
                 suite,
@@ -352,9 +372,33 @@ pub(crate) mod tests {
     #[test]
     fn ratios_use_medians_and_widest_range() {
         let r = results(&[
-            s(Inprocess, Ours, "quorum3-null", "randread", 4096, 128, 4.0e6),
-            s(Inprocess, Ours, "quorum3-null", "randread", 4096, 128, 5.0e6),
-            s(Inprocess, Ours, "quorum3-null", "randread", 4096, 128, 6.0e6),
+            s(
+                Inprocess,
+                Ours,
+                "quorum3-null",
+                "randread",
+                4096,
+                128,
+                4.0e6,
+            ),
+            s(
+                Inprocess,
+                Ours,
+                "quorum3-null",
+                "randread",
+                4096,
+                128,
+                5.0e6,
+            ),
+            s(
+                Inprocess,
+                Ours,
+                "quorum3-null",
+                "randread",
+                4096,
+                128,
+                6.0e6,
+            ),
             s(Inprocess, Ours, "null", "randread", 4096, 128, 1.0e7),
             s(Inprocess, Ours, "null", "randread", 4096, 128, 1.0e7),
             s(Inprocess, Ours, "null", "randread", 4096, 128, 2.0e7),
@@ -371,10 +415,15 @@ pub(crate) mod tests {
     fn limit_sums_per_operation_times() {
         let l = |t: &str, v: f64| s(Suite::Limits, Impl::Machine, t, "", 4096, 0, v);
         let r = results(&[l("memcpy-read", 3.0e6), l("memcmp-hot", 2.0e7)]);
-        let q = LIMITS.iter().find(|l| l.target == "quorum3-malloc" && l.rw == "randread");
+        let q = LIMITS
+            .iter()
+            .find(|l| l.target == "quorum3-malloc" && l.rw == "randread");
         // 3 / 3e6 + 2 / 2e7 = 1.1e-6 s per I/O.
         let rate = q.unwrap().rate(&r, 4096).unwrap();
         assert!((rate - 1.0 / 1.1e-6).abs() < 1e-3, "{rate}");
-        assert!(LIMITS[1].rate(&r, 4096).is_none(), "memcpy-write was not measured");
+        assert!(
+            LIMITS[1].rate(&r, 4096).is_none(),
+            "memcpy-write was not measured"
+        );
     }
 }

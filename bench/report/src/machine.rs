@@ -62,7 +62,16 @@ pub fn describe(tools: &[(&str, &str)], repo: &Path) -> Machine {
     let rev = first_line("git", &["-C", &repo, "rev-parse", "--short", "HEAD"])
         .unwrap_or_else(|| "unknown".into());
     let dirty = Command::new("git")
-        .args(["-C", &repo, "diff", "--quiet", "HEAD", "--", ".", ":!bench/results"])
+        .args([
+            "-C",
+            &repo,
+            "diff",
+            "--quiet",
+            "HEAD",
+            "--",
+            ".",
+            ":!bench/results",
+        ])
         .status()
         .map(|s| !s.success())
         .unwrap_or(false);
@@ -85,8 +94,14 @@ mod tests {
     fn lscpu_and_meminfo_fields() {
         let lscpu = "Architecture:  x86_64\nModel name:                AMD EPYC\n\
                      Hypervisor vendor:   KVM\n";
-        assert_eq!(lscpu_field(lscpu, "Model name").as_deref(), Some("AMD EPYC"));
-        assert_eq!(lscpu_field(lscpu, "Hypervisor vendor").as_deref(), Some("KVM"));
+        assert_eq!(
+            lscpu_field(lscpu, "Model name").as_deref(),
+            Some("AMD EPYC")
+        );
+        assert_eq!(
+            lscpu_field(lscpu, "Hypervisor vendor").as_deref(),
+            Some("KVM")
+        );
         assert_eq!(lscpu_field(lscpu, "Stepping"), None);
         let gib = memory_gib("MemTotal:       24576000 kB\nMemFree: 1 kB\n").unwrap();
         assert!((gib - 23.4375).abs() < 1e-9, "{gib}");
@@ -100,7 +115,11 @@ mod tests {
         );
         assert!(m.cpus >= 1);
         assert!(m.memory_gib > 0.0);
-        assert!(m.versions["rustc"].starts_with("rustc "), "{:?}", m.versions);
+        assert!(
+            m.versions["rustc"].starts_with("rustc "),
+            "{:?}",
+            m.versions
+        );
         assert_eq!(m.versions["none"], "not found");
     }
 }

@@ -112,7 +112,11 @@ fn iops_tables(out: &mut String, r: &Results, suite: Suite) {
     let a = axes(r, suite);
     for &bs in &a.sizes {
         for &rw in &a.patterns {
-            let _ = writeln!(out, "**{} {rw}**, IOPS, median (min–max) of the runs\n", size(bs));
+            let _ = writeln!(
+                out,
+                "**{} {rw}**, IOPS, median (min–max) of the runs\n",
+                size(bs)
+            );
             let mut header = vec!["target".to_string()];
             header.extend(a.depths.iter().map(|q| format!("QD {q}")));
             let rows: Vec<Vec<String>> = a
@@ -205,7 +209,11 @@ fn goals(out: &mut String, r: &Results) {
         let (got, status) = match g.ratio.at(r, g.rw, bs, qd) {
             Some(s) => (
                 ratio_stat(&s, g.ratio.shown),
-                if s.median >= g.at_least { "met" } else { "**not met**" },
+                if s.median >= g.at_least {
+                    "met"
+                } else {
+                    "**not met**"
+                },
             ),
             None => ("not measured".into(), "–"),
         };
@@ -241,8 +249,7 @@ fn limits(out: &mut String, r: &Results) {
         .map(|(op, what)| {
             let mut row = vec![what.to_string()];
             let fig = |bs| {
-                compare::figure(r, Suite::Limits, (Impl::Machine, op), "", bs, 0)
-                    .map(|f| f.iops)
+                compare::figure(r, Suite::Limits, (Impl::Machine, op), "", bs, 0).map(|f| f.iops)
             };
             row.extend(
                 a.sizes
@@ -286,8 +293,15 @@ fn limits(out: &mut String, r: &Results) {
             ]);
         }
     }
-    let header = ["target", "size", "work per I/O", "limit", "measured", "of limit"]
-        .map(String::from);
+    let header = [
+        "target",
+        "size",
+        "work per I/O",
+        "limit",
+        "measured",
+        "of limit",
+    ]
+    .map(String::from);
     table(out, &header, &rows);
 }
 
@@ -310,8 +324,10 @@ fn profile(out: &mut String, r: &Results) {
          excluded), by part of the stack:\n",
         p.command,
         p.samples,
-        p.iops
-            .map_or(String::new(), |i| format!(", {} IOPS while sampled", rate(i)))
+        p.iops.map_or(String::new(), |i| format!(
+            ", {} IOPS while sampled",
+            rate(i)
+        ))
     );
     let rows: Vec<Vec<String>> = p
         .buckets
@@ -479,14 +495,41 @@ mod tests {
         samples.push(s(Limits, Impl::Machine, "memcpy-read", "", 4096, 0, 2.0e6));
         let mut r = results(&samples);
         r.nbd_skipped = Some("quorum-tgt has no nbd_server_start".into());
-        let md = render(&r, "results/x.json", &[("charts/a.svg".into(), "A".into())], Some("Why."));
-        assert!(md.contains("| quorum of 3 / single child, null | randread | ≥ 35 % | 50.0 % | met |"), "{md}");
-        assert!(md.contains("| quorum of 3 / single child, malloc | randread | ≥ 30 % | 20.0 % | **not met** |"), "{md}");
-        assert!(md.contains("| ours / QEMU quorum, null / null-co | randread | ≥ 10x | 20.00x | met |"), "{md}");
-        assert!(md.contains("| ours quorum3-null | 500 k | 5.00 M |"), "{md}");
-        assert!(md.contains("| 4 KiB randread QD 128 | 50.0 % | 20.0 % | – |"), "{md}");
+        let md = render(
+            &r,
+            "results/x.json",
+            &[("charts/a.svg".into(), "A".into())],
+            Some("Why."),
+        );
+        assert!(
+            md.contains("| quorum of 3 / single child, null | randread | ≥ 35 % | 50.0 % | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| quorum of 3 / single child, malloc | randread | ≥ 30 % | 20.0 % | **not met** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ours / QEMU quorum, null / null-co | randread | ≥ 10x | 20.00x | met |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ours quorum3-null | 500 k | 5.00 M |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 4 KiB randread QD 128 | 50.0 % | 20.0 % | – |"),
+            "{md}"
+        );
         assert!(md.contains("Not measured in this run: quorum-tgt has no nbd_server_start"));
-        assert!(md.contains("| ours malloc randread | 4 KiB | 1 memcpy from DRAM | 2.00 M | 1.00 M | 50 % |"), "{md}");
+        assert!(
+            md.contains(
+                "| ours malloc randread | 4 KiB | 1 memcpy from DRAM | 2.00 M | 1.00 M | 50 % |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("![A](charts/a.svg)"));
         assert!(md.ends_with("## Analysis\n\nWhy.\n"));
     }

@@ -38,7 +38,10 @@ impl Rate {
         if self.iops > 0.0 && self.iops.is_finite() {
             Ok(self)
         } else {
-            Err(ParseError::Failed(format!("{} IOPS: no I/O completed", self.iops)))
+            Err(ParseError::Failed(format!(
+                "{} IOPS: no I/O completed",
+                self.iops
+            )))
         }
     }
 }
@@ -70,7 +73,13 @@ pub fn quorum_perf(text: &str) -> Result<Rate, ParseError> {
 pub fn qemu_img_bench(text: &str, depth: u32) -> Result<Rate, ParseError> {
     let count: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("Sending ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Sending ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .ok_or(ParseError::NoLine("Sending N read requests"))?;
     let seconds: f64 = text
         .lines()

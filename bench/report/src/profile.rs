@@ -79,7 +79,10 @@ pub fn parse(report: &str, command: String, iops: Option<f64>) -> Option<Profile
         let (Some(percent), Some(count)) = (fields.next(), fields.next()) else {
             continue;
         };
-        let Some(percent) = percent.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) else {
+        let Some(percent) = percent
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<f64>().ok())
+        else {
             continue;
         };
         let Ok(count) = count.parse::<u64>() else {
@@ -145,7 +148,10 @@ mod tests {
     #[test]
     fn symbols_land_in_their_buckets() {
         let p = parse(REPORT, "quorum-perf ...".into(), Some(1e6)).unwrap();
-        assert_eq!(p.samples, 1405 + 988 + 504 + 414 + 134 + 64 + 61 + 25 + 24 + 10 + 1);
+        assert_eq!(
+            p.samples,
+            1405 + 988 + 504 + 414 + 134 + 64 + 61 + 25 + 24 + 10 + 1
+        );
         assert_eq!(p.symbols.len(), 11);
         let of = |needle: &str| {
             p.symbols
@@ -157,13 +163,31 @@ mod tests {
         };
         assert_eq!(of("memcmp"), "vote: memcmp of child buffers");
         assert_eq!(of("memset"), "null child: memset of read buffers");
-        assert_eq!(of("QuorumChannel"), "quorum module (fan-out, vote, completion)");
-        assert_eq!(of("NullChannel"), "child bdev modules (null, malloc, uring)");
-        assert_eq!(of("IoChannel::submit"), "bdev layer (submit, accounting, completion queue)");
-        assert_eq!(of("Job as"), "load generator (quorum-perf jobs, latency histogram)");
-        assert_eq!(of("hdrhistogram"), "load generator (quorum-perf jobs, latency histogram)");
+        assert_eq!(
+            of("QuorumChannel"),
+            "quorum module (fan-out, vote, completion)"
+        );
+        assert_eq!(
+            of("NullChannel"),
+            "child bdev modules (null, malloc, uring)"
+        );
+        assert_eq!(
+            of("IoChannel::submit"),
+            "bdev layer (submit, accounting, completion queue)"
+        );
+        assert_eq!(
+            of("Job as"),
+            "load generator (quorum-perf jobs, latency histogram)"
+        );
+        assert_eq!(
+            of("hdrhistogram"),
+            "load generator (quorum-perf jobs, latency histogram)"
+        );
         assert_eq!(of("DmaBuf"), "buffer pool (DmaBuf)");
-        assert_eq!(of("reactor::run"), "runtime (reactor loop, pollers, messages)");
+        assert_eq!(
+            of("reactor::run"),
+            "runtime (reactor loop, pollers, messages)"
+        );
         assert_eq!(of("irqentry"), "kernel");
         assert_eq!(of("_int_free"), "other (libc, allocator...)");
         assert_eq!(p.buckets[0].0, "vote: memcmp of child buffers");

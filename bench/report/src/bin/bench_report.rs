@@ -211,7 +211,9 @@ fn sample(
             ImplArg::Qemu => Impl::Qemu,
         };
         if target.is_empty() || rw.is_empty() || qd == 0 {
-            return Err(Error::Invalid("--target, --rw and --qd are required".into()));
+            return Err(Error::Invalid(
+                "--target, --rw and --qd are required".into(),
+            ));
         }
         Ok(Key {
             suite,
@@ -229,9 +231,21 @@ fn sample(
         lat_derived: derived,
     };
     let samples = match tool {
-        Tool::QuorumPerf => vec![io(need()?, parse::quorum_perf(&text).map_err(tool_err)?, false)],
-        Tool::QemuImg => vec![io(need()?, parse::qemu_img_bench(&text, qd).map_err(tool_err)?, true)],
-        Tool::Fio => vec![io(need()?, parse::fio(&text, &rw).map_err(tool_err)?, false)],
+        Tool::QuorumPerf => vec![io(
+            need()?,
+            parse::quorum_perf(&text).map_err(tool_err)?,
+            false,
+        )],
+        Tool::QemuImg => vec![io(
+            need()?,
+            parse::qemu_img_bench(&text, qd).map_err(tool_err)?,
+            true,
+        )],
+        Tool::Fio => vec![io(
+            need()?,
+            parse::fio(&text, &rw).map_err(tool_err)?,
+            false,
+        )],
         Tool::Memcpy => {
             let (read, write) = parse::memcpy(&text).map_err(tool_err)?;
             [("memcpy-read", read), ("memcpy-write", write)]
@@ -314,7 +328,12 @@ fn render(
         let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
         println!("{}", section[..end].trim());
     }
-    println!("wrote {} and {} chart(s) in {}", md.display(), made.len(), dir.display());
+    println!(
+        "wrote {} and {} chart(s) in {}",
+        md.display(),
+        made.len(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -389,7 +408,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let text = read(&samples)?;
             let mut all = Vec::new();
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 let s: Sample = serde_json::from_str(line).map_err(|e| {
                     Error::Invalid(format!("{} line {}: {e}", samples.display(), n + 1))
                 })?;

@@ -50,7 +50,12 @@ fn main() -> ExitCode {
                     bs,
                     qd: 0,
                 },
-                iops: rate(op, &region, bs as usize, Duration::from_secs_f64(args.seconds)),
+                iops: rate(
+                    op,
+                    &region,
+                    bs as usize,
+                    Duration::from_secs_f64(args.seconds),
+                ),
                 lat_us: None,
                 lat_derived: false,
             };

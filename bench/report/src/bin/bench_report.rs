@@ -83,6 +83,9 @@ enum Cmd {
         /// quorum-perf binary, for its version.
         #[arg(long)]
         perf: String,
+        /// quorum-tgt binary, for its version.
+        #[arg(long)]
+        tgt: String,
         /// The repository, for its revision.
         #[arg(long)]
         repo: PathBuf,
@@ -359,13 +362,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             bs,
             qd,
         } => sample(&to, tool, suite, imp, target, rw, bs, qd),
-        Cmd::Machine { perf, repo } => {
+        Cmd::Machine { perf, tgt, repo } => {
             let tools = [
                 ("qemu-img", "qemu-img"),
                 ("qemu-storage-daemon", "qemu-storage-daemon"),
                 ("fio", "fio"),
                 ("rustc", "rustc"),
                 ("quorum-perf", perf.as_str()),
+                ("quorum-tgt", tgt.as_str()),
                 ("perf", "perf"),
             ];
             let m: Machine = machine::describe(&tools, &repo);

@@ -269,7 +269,9 @@ fn limits(out: &mut String, r: &Results) {
     let qd = a_depth_max(r);
     let _ = writeln!(
         out,
-        "Measured IOPS at QD {qd} against the rate the unavoidable per-I/O work allows:\n"
+        "Measured IOPS (median) at QD {qd} against the rate the unavoidable per-I/O work \
+         allows on this core (from the best run of each operation above: a limit bounds what \
+         the core can do, and other work on the machine only lowers it):\n"
     );
     let mut rows = Vec::new();
     for l in LIMITS {

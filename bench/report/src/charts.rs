@@ -68,12 +68,18 @@ fn lines<'a>(r: &'a Results, suite: Suite, bs: u64, rw: &str) -> Vec<Line<'a>> {
     out
 }
 
-/// Range of a log axis that holds every value, padded a little.
+/// Range of a log axis that holds every value, widened to whole decades: plotters labels a
+/// log axis from its first power of ten on, so a range starting inside a decade would leave
+/// its lowest points without a label.
 fn log_range(values: impl Iterator<Item = f64>) -> Option<std::ops::Range<f64>> {
     let (lo, hi) = values
         .filter(|v| *v > 0.0 && v.is_finite())
         .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    (hi > 0.0).then(|| lo / 1.5..hi * 1.5)
+    (hi > 0.0).then(|| {
+        let lo = 10f64.powf(lo.log10().floor());
+        let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+        lo..hi
+    })
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;

@@ -676,10 +676,11 @@ fn hostile_clients_lose_only_their_own_connection() {
 fn export_delete_answers_in_flight_io_then_closes_its_clients() {
     let t = Target::start_with(&["-m", "0x1"]);
     let sock = t.dir.path().join("nbd.sock");
-    // 300 ms per write: the write below is still in flight when the delete arrives.
+    // 1 s per write: the write below is still in flight when the delete arrives, even on a
+    // loaded machine.
     t.rpc_script(&format!(
         "bdev_malloc_create -b M0 4 512\n\
-         bdev_delay_create -b M0 -d D0 -r 10 -t 10 -w 300000 -n 300000\n\
+         bdev_delay_create -b M0 -d D0 -r 10 -t 10 -w 1000000 -n 1000000\n\
          nbd_server_start {}\n\
          nbd_export_create D0 -n slow\n\
          nbd_export_create M0 -n other -r\n",
@@ -689,7 +690,7 @@ fn export_delete_answers_in_flight_io_then_closes_its_clients() {
     let mut other = raw_unix(&sock).session("other");
     c.send(Cmd::Write, proto::CMD_FLAG_FUA, 42, 0, 4096);
     c.s.write_all(&[0x3e; 4096]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(plugin_json(&t, &["nbd_get_exports"])[0]["connections"], 1);
     let started = Instant::now();
     assert_eq!(plugin_json(&t, &["nbd_export_delete", "slow"]), json!(true));

@@ -97,6 +97,12 @@ pub fn parse_params<T: DeserializeOwned>(params: Option<Value>) -> Result<T, Rpc
     })
 }
 
+/// The completion of an operation that answers `true` on success (SPDK's delete and
+/// topology calls), turning its error into the RPC error.
+pub fn reply_true<E: Into<RpcError>>(reply: Reply) -> impl FnOnce(Result<(), E>) + Send {
+    move |r| reply(r.map(|()| Value::Bool(true)).map_err(Into::into))
+}
+
 /// Runs `f` and replies with its result: for handlers that finish at once.
 pub fn reply_now(reply: Reply, f: impl FnOnce() -> Result<Value, RpcError>) {
     reply(f());

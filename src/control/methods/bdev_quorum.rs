@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::control::rpc::{parse_params, reply_now, Ctx, Reply, RpcError, RpcMethod};
+use crate::control::rpc::{parse_params, reply_now, reply_true, Ctx, Reply, RpcError, RpcMethod};
 use crate::modules::quorum::{self, QuorumOptions, ReadPattern};
 
 /// This file's methods.
@@ -80,9 +80,7 @@ fn delete(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    quorum::delete(&ctx.rt, &p.name, move |r| {
-        reply(r.map(|()| json!(true)).map_err(Into::into))
-    });
+    quorum::delete(&ctx.rt, &p.name, reply_true(reply));
 }
 
 #[derive(Deserialize)]
@@ -97,9 +95,7 @@ fn add_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    quorum::add_child(&ctx.rt, &p.name, &p.base_bdev, move |r| {
-        reply(r.map(|()| json!(true)).map_err(Into::into))
-    });
+    quorum::add_child(&ctx.rt, &p.name, &p.base_bdev, reply_true(reply));
 }
 
 fn remove_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -107,9 +103,7 @@ fn remove_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    quorum::remove_child(&ctx.rt, &p.name, &p.base_bdev, move |r| {
-        reply(r.map(|()| json!(true)).map_err(Into::into))
-    });
+    quorum::remove_child(&ctx.rt, &p.name, &p.base_bdev, reply_true(reply));
 }
 
 #[derive(Deserialize)]

@@ -38,7 +38,7 @@ pub fn find(name: &str) -> Option<RpcMethod> {
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::rpc::{parse_params, Ctx, Reply};
+use super::rpc::{parse_params, reply_true, Ctx, Reply};
 use crate::bdev::BdevRegistry;
 
 #[derive(Deserialize)]
@@ -54,7 +54,5 @@ fn bdev_generic_delete(ctx: &Ctx, params: Option<Value>, product: &'static str, 
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    BdevRegistry::of(&ctx.rt).unregister(&ctx.rt, &p.name, Some(product), move |r| {
-        reply(r.map(|()| Value::Bool(true)).map_err(Into::into))
-    });
+    BdevRegistry::of(&ctx.rt).unregister(&ctx.rt, &p.name, Some(product), reply_true(reply));
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::framework::NoParams;
-use crate::control::rpc::{parse_params, reply_now, Ctx, Reply, RpcError, RpcMethod};
+use crate::control::rpc::{parse_params, reply_now, reply_true, Ctx, Reply, RpcError, RpcMethod};
 use crate::exports::nbd::{self, ListenAddr, NbdError};
 
 /// This file's methods.
@@ -68,9 +68,7 @@ fn server_stop(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     if let Err(e) = parse_params::<NoParams>(params) {
         return reply(Err(e));
     }
-    nbd::stop(&ctx.rt, move |r| {
-        reply(r.map(|()| Value::Bool(true)).map_err(Into::into))
-    });
+    nbd::stop(&ctx.rt, reply_true(reply));
 }
 
 #[derive(Deserialize)]
@@ -101,9 +99,7 @@ fn export_delete(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    nbd::delete_export(&ctx.rt, &p.export_name, move |r| {
-        reply(r.map(|()| Value::Bool(true)).map_err(Into::into))
-    });
+    nbd::delete_export(&ctx.rt, &p.export_name, reply_true(reply));
 }
 
 fn get_exports(ctx: &Ctx, params: Option<Value>, reply: Reply) {

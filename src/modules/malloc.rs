@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::bdev::{
-    Bdev, BdevBackend, BdevChannel, BdevError, BdevRegistry, BdevSpec, IoHandle, IoType,
+    Bdev, BdevBackend, BdevChannel, BdevError, BdevIo, BdevRegistry, BdevSpec, IoHandle, IoType,
 };
 use crate::runtime::Runtime;
 
@@ -90,21 +90,11 @@ struct MallocChannel {
 }
 
 impl BdevChannel for MallocChannel {
-    fn submit(&self, io: IoHandle) {
+    fn submit(&self, mut io: IoHandle) {
         let offset = io.offset_blocks as usize * self.block_size;
         let len = io.num_blocks as usize * self.block_size;
-        // SAFETY: the bdev layer checked offset + len against the disk size and the buffer
-        // length against len; the I/O's buffer is ours until completion.
-        unsafe {
-            let disk = self.memory.ptr.add(offset);
-            match io.io_type {
-                IoType::Read => std::ptr::copy_nonoverlapping(disk, io.buf.as_ptr(), len),
-                IoType::Write => std::ptr::copy_nonoverlapping(io.buf.as_ptr(), disk, len),
-                IoType::Unmap | IoType::WriteZeroes => std::ptr::write_bytes(disk, 0, len),
-                IoType::Flush | IoType::Reset => {}
-            }
-        }
-        io.complete(Ok(()));
+        io.driver_ctx = [self.memory.ptr as usize as u64 + offset as u64, len as u64];
+        io.complete_after(move_data);
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -138,6 +128,25 @@ impl BdevBackend for MallocBdev {
                 "uuid": bdev.uuid().to_string(),
             }),
         ))
+    }
+}
+
+/// The malloc I/O's data movement, run as its completion is delivered (see
+/// `IoHandle::complete_after`); `driver_ctx` holds the address of its first block and its
+/// length in bytes.
+fn move_data(io: &BdevIo) {
+    let [disk, len] = io.driver_ctx;
+    let (disk, len) = (disk as usize as *mut u8, len as usize);
+    // SAFETY: the bdev layer checked the range against the disk size and the buffer length
+    // against the block count; the channel holding the memory lives until the completion is delivered; the I/O's buffer is
+    // ours until then.
+    unsafe {
+        match io.io_type {
+            IoType::Read => std::ptr::copy_nonoverlapping(disk, io.buf.as_ptr(), len),
+            IoType::Write => std::ptr::copy_nonoverlapping(io.buf.as_ptr(), disk, len),
+            IoType::Unmap | IoType::WriteZeroes => std::ptr::write_bytes(disk, 0, len),
+            IoType::Flush | IoType::Reset => {}
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::bdev::{
-    Bdev, BdevBackend, BdevChannel, BdevError, BdevRegistry, BdevSpec, IoHandle, IoType,
+    Bdev, BdevBackend, BdevChannel, BdevError, BdevIo, BdevRegistry, BdevSpec, IoHandle, IoType,
 };
 use crate::runtime::Runtime;
 
@@ -26,11 +26,10 @@ struct NullChannel;
 impl BdevChannel for NullChannel {
     fn submit(&self, io: IoHandle) {
         if io.io_type == IoType::Read {
-            // SAFETY: the bdev layer checked the buffer covers the request; the I/O is ours
-            // until completed.
-            unsafe { io.buf.as_mut_slice() }.fill(0);
+            io.complete_after(zero_fill);
+        } else {
+            io.complete(Ok(()));
         }
-        io.complete(Ok(()));
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -68,6 +67,13 @@ impl BdevBackend for NullBdev {
     fn retains_data(&self) -> bool {
         false
     }
+}
+
+/// A read's zeroes, written as its completion is delivered (see `IoHandle::complete_after`).
+fn zero_fill(io: &BdevIo) {
+    // SAFETY: the bdev layer checked the buffer covers the request; the I/O is ours until
+    // its completion is delivered.
+    unsafe { io.buf.as_mut_slice() }.fill(0);
 }
 
 /// Creates and registers a null bdev (`bdev_null_create`).

@@ -1,28 +1,31 @@
-//! SVG charts of RESULTS.md: for each suite, I/O size and pattern, IOPS and mean latency
-//! against queue depth, ours and QEMU on the same axes, each point's min–max drawn as a bar so
-//! noise is visible. Made with plotters' SVG backend only (no fonts, no bitmap).
+//! SVG charts of RESULTS.md: for each set of targets in [`compare::CHARTS`], I/O size and
+//! pattern, IOPS and mean latency against queue depth, ours and QEMU on the same axes, each
+//! point's min–max drawn as a bar so noise is visible. Made with plotters' SVG backend only (no fonts, no bitmap).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::compare;
+use crate::compare::{self, Charts};
 use crate::markdown::rate;
-use crate::model::{Figure, Impl, Results, Stat, Suite};
+use crate::model::{Figure, Impl, Results, Stat};
 
 /// Colour of a target, by its place in [`compare::TARGETS`]: a kind's quorum dark, its
 /// single child light, so a chart reads at a glance.
 fn colour(imp: Impl, target: &str) -> RGBColor {
-    const PALETTE: [RGBColor; 10] = [
+    const PALETTE: [RGBColor; 13] = [
         RGBColor(31, 119, 180),
         RGBColor(140, 180, 225),
         RGBColor(44, 160, 44),
         RGBColor(140, 210, 125),
         RGBColor(148, 103, 189),
         RGBColor(197, 176, 213),
+        RGBColor(23, 150, 160),
+        RGBColor(130, 205, 210),
         RGBColor(214, 39, 40),
         RGBColor(250, 140, 140),
         RGBColor(255, 127, 14),
+        RGBColor(255, 190, 120),
         RGBColor(120, 120, 120),
     ];
     PALETTE[compare::rank(imp, target).0.min(PALETTE.len() - 1)]
@@ -36,13 +39,15 @@ struct Line<'a> {
     points: Vec<&'a Figure>,
 }
 
-fn lines<'a>(r: &'a Results, suite: Suite, bs: u64, rw: &str) -> Vec<Line<'a>> {
+fn lines<'a>(r: &'a Results, set: &Charts, bs: u64, rw: &str) -> Vec<Line<'a>> {
     let mut out: Vec<Line<'a>> = Vec::new();
-    for f in r
-        .figures
-        .iter()
-        .filter(|f| f.key.suite == suite && f.key.bs == bs && f.key.rw == rw && f.key.qd > 0)
-    {
+    for f in r.figures.iter().filter(|f| {
+        f.key.suite == set.suite
+            && f.key.bs == bs
+            && f.key.rw == rw
+            && f.key.qd > 0
+            && set.shows(f.key.imp, &f.key.target)
+    }) {
         let who = match f.key.imp {
             Impl::Qemu => "QEMU",
             _ => "ours",
@@ -176,10 +181,20 @@ fn legend(area: &Area, data: &[Line]) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the chart of one suite, size and pattern to `path`; `false` when nothing was
-/// measured there.
-pub fn chart(r: &Results, suite: Suite, bs: u64, rw: &str, path: &Path) -> Result<bool, String> {
-    let data = lines(r, suite, bs, rw);
+/// The title of a set's chart at one size and pattern: "4 KiB randread in process".
+pub fn title(set: &Charts, bs: u64, rw: &str) -> String {
+    format!("{} KiB {rw} {}", bs / 1024, set.title)
+}
+
+/// The file name of a set's chart at one size and pattern: "nbd-shm-4k-randread.svg".
+pub fn file_name(set: &Charts, bs: u64, rw: &str) -> String {
+    format!("{}-{}k-{rw}.svg", set.file, bs / 1024)
+}
+
+/// Writes the chart of one set of targets, size and pattern to `path`; `false` when none of
+/// them was measured there.
+pub fn chart(r: &Results, set: &Charts, bs: u64, rw: &str, path: &Path) -> Result<bool, String> {
+    let data = lines(r, set, bs, rw);
     if data.is_empty() {
         return Ok(false);
     }
@@ -187,11 +202,7 @@ pub fn chart(r: &Results, suite: Suite, bs: u64, rw: &str, path: &Path) -> Resul
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (panels, key) = root.split_horizontally(1180);
     let (left, right) = panels.split_horizontally(590);
-    let where_ = match suite {
-        Suite::Nbd => "over NBD",
-        _ => "in process",
-    };
-    let title = format!("{} KiB {rw} {where_}", bs / 1024);
+    let title = title(set, bs, rw);
     let rate_fmt = |v: &f64| rate(*v);
     panel(
         &left,
@@ -227,18 +238,16 @@ pub fn chart(r: &Results, suite: Suite, bs: u64, rw: &str, path: &Path) -> Resul
 mod tests {
     use super::*;
     use crate::compare::tests::{results, s};
+    use crate::compare::CHARTS;
+    use crate::model::{Sample, Suite};
 
-    #[test]
-    fn chart_has_both_panels_and_every_line() {
-        let mut samples = Vec::new();
+    /// Two runs of each target at every queue depth, with latencies.
+    fn samples(suite: Suite, targets: &[(Impl, &str, f64)]) -> Vec<Sample> {
+        let mut out = Vec::new();
         for qd in compare::QUEUE_DEPTHS {
-            for (imp, t, v) in [
-                (Impl::Ours, "quorum3-null", 1.0e6),
-                (Impl::Ours, "null", 1.0e7),
-                (Impl::Qemu, "quorum3-null-co", 2.0e5),
-            ] {
+            for &(imp, t, v) in targets {
                 let mut a = s(
-                    Suite::Inprocess,
+                    suite,
                     imp,
                     t,
                     "randread",
@@ -249,14 +258,47 @@ mod tests {
                 a.lat_us = Some(f64::from(qd) / a.iops * 1e6);
                 let mut b = a.clone();
                 b.iops *= 1.1;
-                samples.extend([a, b]);
+                out.extend([a, b]);
             }
         }
-        let r = results(&samples);
-        let dir = std::env::temp_dir().join(format!("bench-report-chart-{}", std::process::id()));
+        out
+    }
+
+    /// A scratch directory of this test, removed by the caller.
+    fn scratch(test: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("bench-report-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A legend entry of an SVG: the whole text of a text element (on a line of its own), so
+    /// "ours null" is not found inside "ours quorum3-null".
+    fn legend_has(svg: &str, name: &str) -> bool {
+        svg.lines().any(|l| l.trim() == name)
+    }
+
+    /// Width-2 strokes (lines, not the min–max bars) in a target's colour: a solid line is one
+    /// per panel plus the legend's, a dashed one is many dashes.
+    fn strokes(svg: &str, imp: Impl, target: &str) -> usize {
+        let c = colour(imp, target);
+        let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        svg.matches(&format!("stroke=\"{hex}\" stroke-width=\"2\""))
+            .count()
+    }
+
+    #[test]
+    fn chart_has_both_panels_and_every_line() {
+        let r = results(&samples(
+            Suite::Inprocess,
+            &[
+                (Impl::Ours, "quorum3-null", 1.0e6),
+                (Impl::Ours, "null", 1.0e7),
+                (Impl::Qemu, "quorum3-null-co", 2.0e5),
+            ],
+        ));
+        let dir = scratch("chart");
         let path = dir.join("c.svg");
-        assert!(chart(&r, Suite::Inprocess, 4096, "randread", &path).unwrap());
+        assert!(chart(&r, &CHARTS[0], 4096, "randread", &path).unwrap());
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
         for needle in [
@@ -269,7 +311,84 @@ mod tests {
         ] {
             assert!(svg.contains(needle), "{needle} missing");
         }
-        assert!(!chart(&r, Suite::Nbd, 4096, "randread", &dir.join("none.svg")).unwrap());
+        for set in &CHARTS[1..] {
+            assert!(!chart(&r, set, 4096, "randread", &dir.join("none.svg")).unwrap());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nbd_charts_split_null_and_file_targets() {
+        let r = results(&samples(
+            Suite::Nbd,
+            &[
+                (Impl::Ours, "quorum3-null", 1.0e5),
+                (Impl::Ours, "null", 2.0e5),
+                (Impl::Ours, "quorum3-aio-shm", 8.0e4),
+                (Impl::Ours, "aio-shm", 1.2e5),
+                (Impl::Qemu, "quorum3-null-co", 5.0e4),
+                (Impl::Qemu, "null-co", 9.0e4),
+                (Impl::Qemu, "quorum3-raw-shm", 4.0e4),
+                (Impl::Qemu, "raw-shm", 7.0e4),
+            ],
+        ));
+        let dir = scratch("nbd-charts");
+        let mut svgs = Vec::new();
+        for set in CHARTS.iter().filter(|c| c.suite == Suite::Nbd) {
+            let path = dir.join(file_name(set, 4096, "randread"));
+            assert!(chart(&r, set, 4096, "randread", &path).unwrap());
+            svgs.push(std::fs::read_to_string(&path).unwrap());
+        }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["nbd-4k-randread.svg", "nbd-shm-4k-randread.svg"]);
+
+        let [null, shm] = &svgs[..] else {
+            panic!("two NBD charts")
+        };
+        for needle in [
+            "4 KiB randread over NBD, null children: IOPS",
+            "4 KiB randread over NBD, null children: mean latency",
+        ] {
+            assert!(null.contains(needle), "{needle} missing");
+        }
+        for needle in [
+            "4 KiB randread over NBD, /dev/shm files: IOPS",
+            "4 KiB randread over NBD, /dev/shm files: mean latency",
+        ] {
+            assert!(shm.contains(needle), "{needle} missing");
+        }
+        let null_lines = [
+            "ours quorum3-null",
+            "ours null",
+            "QEMU quorum3-null-co",
+            "QEMU null-co",
+        ];
+        let shm_lines = [
+            "ours quorum3-aio-shm",
+            "ours aio-shm",
+            "QEMU quorum3-raw-shm",
+            "QEMU raw-shm",
+        ];
+        for name in null_lines {
+            assert!(legend_has(null, name) && !legend_has(shm, name), "{name}");
+        }
+        for name in shm_lines {
+            assert!(legend_has(shm, name) && !legend_has(null, name), "{name}");
+        }
+        // Ours solid (two panels and the legend), QEMU's dashed, each in its target's colour.
+        for t in ["quorum3-aio-shm", "aio-shm"] {
+            assert_eq!(strokes(shm, Impl::Ours, t), 3, "{t}");
+            assert_eq!(strokes(null, Impl::Ours, t), 0, "{t}");
+        }
+        for t in ["quorum3-raw-shm", "raw-shm"] {
+            assert!(strokes(shm, Impl::Qemu, t) > 10, "{t}");
+            assert_eq!(strokes(null, Impl::Qemu, t), 0, "{t}");
+        }
     }
 }

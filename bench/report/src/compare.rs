@@ -18,9 +18,12 @@ pub const TARGETS: &[(Impl, &str)] = &[
     (Impl::Ours, "malloc"),
     (Impl::Ours, "quorum3-uring-shm"),
     (Impl::Ours, "uring-shm"),
+    (Impl::Ours, "quorum3-aio-shm"),
+    (Impl::Ours, "aio-shm"),
     (Impl::Qemu, "quorum3-null-co"),
     (Impl::Qemu, "null-co"),
     (Impl::Qemu, "quorum3-raw-shm"),
+    (Impl::Qemu, "raw-shm"),
 ];
 
 /// Position of a target in [`TARGETS`]; unknown targets sort after, by name.
@@ -98,6 +101,13 @@ pub const VS_SINGLE: &[Ratio] = &[
         (Ours, "uring-shm"),
         Shown::Percent,
     ),
+    ratio(
+        "aio, /dev/shm files",
+        Inprocess,
+        (Ours, "quorum3-aio-shm"),
+        (Ours, "aio-shm"),
+        Shown::Percent,
+    ),
 ];
 
 /// Our quorum against QEMU's, in process.
@@ -117,6 +127,13 @@ pub const VS_QEMU: &[Ratio] = &[
         Shown::Times,
     ),
     ratio(
+        "aio / raw, same /dev/shm files",
+        Inprocess,
+        (Ours, "quorum3-aio-shm"),
+        (Qemu, "quorum3-raw-shm"),
+        Shown::Times,
+    ),
+    ratio(
         "malloc / raw /dev/shm files (both RAM)",
         Inprocess,
         (Ours, "quorum3-malloc"),
@@ -125,7 +142,8 @@ pub const VS_QEMU: &[Ratio] = &[
     ),
 ];
 
-/// End to end over NBD.
+/// End to end over NBD, over null children. QEMU's export answers reads of null-co with hole
+/// chunks (no payload), so its read rows move no data while ours carry every byte.
 pub const NBD: &[Ratio] = &[
     ratio(
         "quorum3: ours / QEMU",
@@ -155,6 +173,102 @@ pub const NBD: &[Ratio] = &[
         (Qemu, "null-co"),
         Shown::Percent,
     ),
+];
+
+/// End to end over NBD, over the same three raw files in /dev/shm: data moves on both sides.
+/// The second column is the NBD issue's target: our quorum's export at least as fast as
+/// QEMU's export of one file.
+pub const NBD_SHM: &[Ratio] = &[
+    ratio(
+        "quorum3: ours aio / QEMU raw",
+        Nbd,
+        (Ours, "quorum3-aio-shm"),
+        (Qemu, "quorum3-raw-shm"),
+        Shown::Times,
+    ),
+    ratio(
+        "ours quorum3 / QEMU single raw",
+        Nbd,
+        (Ours, "quorum3-aio-shm"),
+        (Qemu, "raw-shm"),
+        Shown::Times,
+    ),
+    ratio(
+        "single: ours aio / QEMU raw",
+        Nbd,
+        (Ours, "aio-shm"),
+        (Qemu, "raw-shm"),
+        Shown::Times,
+    ),
+    ratio(
+        "ours: quorum3 / single",
+        Nbd,
+        (Ours, "quorum3-aio-shm"),
+        (Ours, "aio-shm"),
+        Shown::Percent,
+    ),
+    ratio(
+        "QEMU: quorum3 / single",
+        Nbd,
+        (Qemu, "quorum3-raw-shm"),
+        (Qemu, "raw-shm"),
+        Shown::Percent,
+    ),
+];
+
+/// A set of charts: for each I/O size and pattern, one SVG of these targets of one suite,
+/// named `<file>-<size>k-<pattern>.svg`.
+#[derive(Debug, Clone, Copy)]
+pub struct Charts {
+    /// First part of the file names.
+    pub file: &'static str,
+    /// Where the targets ran, as the chart titles say it.
+    pub title: &'static str,
+    /// Suite of the figures.
+    pub suite: Suite,
+    /// The targets drawn; `None`: every target of the suite.
+    pub targets: Option<&'static [(Impl, &'static str)]>,
+}
+
+impl Charts {
+    /// Whether a target is drawn on these charts.
+    pub fn shows(&self, imp: Impl, target: &str) -> bool {
+        self.targets
+            .is_none_or(|ts| ts.iter().any(|&(m, t)| m == imp && t == target))
+    }
+}
+
+/// The charts RESULTS.md shows. Over NBD the null and the /dev/shm file targets get charts of
+/// their own, each with both implementations, so neither set hides the other.
+pub const CHARTS: &[Charts] = &[
+    Charts {
+        file: "inprocess",
+        title: "in process",
+        suite: Inprocess,
+        targets: None,
+    },
+    Charts {
+        file: "nbd",
+        title: "over NBD, null children",
+        suite: Nbd,
+        targets: Some(&[
+            (Ours, "quorum3-null"),
+            (Ours, "null"),
+            (Qemu, "quorum3-null-co"),
+            (Qemu, "null-co"),
+        ]),
+    },
+    Charts {
+        file: "nbd-shm",
+        title: "over NBD, /dev/shm files",
+        suite: Nbd,
+        targets: Some(&[
+            (Ours, "quorum3-aio-shm"),
+            (Ours, "aio-shm"),
+            (Qemu, "quorum3-raw-shm"),
+            (Qemu, "raw-shm"),
+        ]),
+    },
 ];
 
 /// A point's figure.
@@ -410,6 +524,61 @@ pub(crate) mod tests {
         assert!((v.max - 0.6).abs() < 1e-12);
         assert!(VS_SINGLE[0].at(&r, "randwrite", 4096, 128).is_none());
         assert!(VS_QEMU[0].at(&r, "randread", 4096, 128).is_none());
+    }
+
+    #[test]
+    fn ratios_and_charts_name_known_targets_in_order() {
+        let known = |(imp, t): (Impl, &str)| TARGETS.contains(&(imp, t));
+        for x in [VS_SINGLE, VS_QEMU, NBD, NBD_SHM].concat() {
+            assert!(known(x.num) && known(x.den), "{}", x.label);
+        }
+        for set in CHARTS {
+            for &t in set.targets.unwrap_or(&[]) {
+                assert!(known(t), "{} {t:?}", set.file);
+            }
+        }
+        // Ours before QEMU's, and each quorum of 3 right before its single child.
+        let before = |a: (Impl, &str), b: (Impl, &str)| rank(a.0, a.1) < rank(b.0, b.1);
+        assert!(before((Ours, "aio-shm"), (Qemu, "quorum3-null-co")));
+        for (imp, q, one) in [
+            (Ours, "quorum3-aio-shm", "aio-shm"),
+            (Qemu, "quorum3-raw-shm", "raw-shm"),
+        ] {
+            assert_eq!(rank(imp, q).0 + 1, rank(imp, one).0, "{q}");
+        }
+        // The NBD charts split the null targets from the /dev/shm file ones.
+        let nbd: Vec<_> = CHARTS.iter().filter(|c| c.suite == Nbd).collect();
+        assert_eq!(nbd.len(), 2);
+        assert!(nbd[0].shows(Qemu, "null-co") && !nbd[0].shows(Ours, "aio-shm"));
+        assert!(nbd[1].shows(Qemu, "raw-shm") && !nbd[1].shows(Ours, "null"));
+        assert!(CHARTS[0].shows(Ours, "quorum3-aio-shm"));
+    }
+
+    #[test]
+    fn aio_and_file_backed_nbd_ratios() {
+        let io = |suite, imp, t: &str, v| s(suite, imp, t, "randwrite", 4096, 128, v);
+        // Same targets in both suites, other figures: each ratio reads its own suite.
+        let r = results(&[
+            io(Inprocess, Ours, "quorum3-aio-shm", 3.0e5),
+            io(Inprocess, Ours, "aio-shm", 6.0e5),
+            io(Inprocess, Qemu, "quorum3-raw-shm", 1.0e5),
+            io(Nbd, Ours, "quorum3-aio-shm", 1.2e5),
+            io(Nbd, Ours, "aio-shm", 1.5e5),
+            io(Nbd, Qemu, "quorum3-raw-shm", 6.0e4),
+            io(Nbd, Qemu, "raw-shm", 1.0e5),
+        ]);
+        let at = |list: &[Ratio], label: &str| {
+            let x = list.iter().find(|x| x.label == label).expect(label);
+            x.at(&r, "randwrite", 4096, 128).expect(label).median
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(at(VS_SINGLE, "aio, /dev/shm files"), 0.5));
+        assert!(close(at(VS_QEMU, "aio / raw, same /dev/shm files"), 3.0));
+        assert!(close(at(NBD_SHM, "quorum3: ours aio / QEMU raw"), 2.0));
+        assert!(close(at(NBD_SHM, "ours quorum3 / QEMU single raw"), 1.2));
+        assert!(close(at(NBD_SHM, "single: ours aio / QEMU raw"), 1.5));
+        assert!(close(at(NBD_SHM, "ours: quorum3 / single"), 0.8));
+        assert!(close(at(NBD_SHM, "QEMU: quorum3 / single"), 0.6));
     }
 
     #[test]

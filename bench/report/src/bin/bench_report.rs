@@ -299,24 +299,12 @@ fn render(
     let dir = base.join(charts_dir);
     fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
     let mut made = Vec::new();
-    for suite in [Suite::Inprocess, Suite::Nbd] {
+    for set in compare::CHARTS {
         for bs in [4096u64, 65536] {
             for rw in compare::PATTERNS {
-                let name = format!(
-                    "{}-{}k-{rw}.svg",
-                    match suite {
-                        Suite::Nbd => "nbd",
-                        _ => "inprocess",
-                    },
-                    bs / 1024
-                );
-                if charts::chart(&r, suite, bs, rw, &dir.join(&name)).map_err(Error::Invalid)? {
-                    let place = match suite {
-                        Suite::Nbd => "over NBD",
-                        _ => "in process",
-                    };
-                    let title = format!("{} KiB {rw} {place}", bs / 1024);
-                    made.push((format!("{charts_dir}/{name}"), title));
+                let name = charts::file_name(set, bs, rw);
+                if charts::chart(&r, set, bs, rw, &dir.join(&name)).map_err(Error::Invalid)? {
+                    made.push((format!("{charts_dir}/{name}"), charts::title(set, bs, rw)));
                 }
             }
         }

@@ -5,10 +5,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::io::{IoBuf, IoDone, IoHandle, IoType};
+use super::io::{with_chain_tick, IoBuf, IoDone, IoHandle, IoType};
 use super::stats::IoStats;
 use super::{Bdev, BdevChannel};
-use crate::runtime::clock::ticks;
 
 /// Per-reactor state behind an [`IoChannel`].
 pub(crate) struct ChannelInner {
@@ -28,10 +27,10 @@ impl ChannelInner {
         })
     }
 
-    pub(crate) fn account(&self, io: &mut IoHandle) {
+    pub(crate) fn account(&self, io: &mut IoHandle, now: u64) {
         let mut s = self.stats.get();
         let bytes = io.num_blocks * self.bdev.block_size as u64;
-        io.complete_tick = ticks();
+        io.complete_tick = now;
         s.record(
             io.io_type,
             bytes,
@@ -113,10 +112,12 @@ impl IoChannel {
             io.complete(Err(errno));
             return;
         }
-        io.submit_tick = ticks();
         io.layer = Some(self.inner.clone());
         self.inner.in_flight.set(self.inner.in_flight.get() + 1);
-        self.inner.backend.submit(io);
+        with_chain_tick(|now| {
+            io.submit_tick = now;
+            self.inner.backend.submit(io);
+        });
     }
 
     /// Builds and submits an I/O in one call.

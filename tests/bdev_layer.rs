@@ -132,7 +132,7 @@ fn statistics_count_each_reactor() {
     rt.stop();
 }
 
-/// Records each I/O's status and, for reads, what it read, by tag.
+/// Reports each I/O's tag and status, in the order their completions are delivered.
 struct Recorder {
     tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
 }

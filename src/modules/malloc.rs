@@ -138,8 +138,8 @@ fn move_data(io: &BdevIo) {
     let [disk, len] = io.driver_ctx;
     let (disk, len) = (disk as usize as *mut u8, len as usize);
     // SAFETY: the bdev layer checked the range against the disk size and the buffer length
-    // against the block count; the channel holding the memory lives until the completion is delivered; the I/O's buffer is
-    // ours until then.
+    // against the block count; the channel holding the memory lives until the completion is
+    // delivered; the I/O's buffer is ours until then.
     unsafe {
         match io.io_type {
             IoType::Read => std::ptr::copy_nonoverlapping(disk, io.buf.as_ptr(), len),

@@ -1,6 +1,7 @@
 //! SVG charts of RESULTS.md: for each set of targets in [`compare::CHARTS`], I/O size and
 //! pattern, IOPS and mean latency against queue depth, ours and QEMU on the same axes, each
-//! point's min–max drawn as a bar so noise is visible. Made with plotters' SVG backend only (no fonts, no bitmap).
+//! point's min–max drawn as a bar so noise is visible. Made with plotters' SVG backend only
+//! (no fonts, no bitmap).
 
 use std::path::Path;
 

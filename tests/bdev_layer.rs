@@ -211,3 +211,73 @@ fn overlapping_io_in_flight_takes_effect_in_submission_order() {
     assert_eq!(read(&rt, &m, 5, 1).unwrap(), b);
     rt.stop();
 }
+
+/// Records whether each completion arrived while `inside` was set, i.e. synchronously
+/// within the call that finished the I/O.
+struct SyncProbe {
+    inside: std::rc::Rc<std::cell::Cell<bool>>,
+    tx: crossbeam_channel::Sender<(u64, bool)>,
+}
+
+impl quorum_bdev::bdev::IoDone for SyncProbe {
+    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
+        let _ = self.tx.send((io.tag, self.inside.get()));
+    }
+}
+
+/// Completes a held parent I/O from the completion callback of its child, as a quorum does.
+struct Forwarder {
+    parent: std::cell::RefCell<Option<quorum_bdev::bdev::IoHandle>>,
+    inside: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl quorum_bdev::bdev::IoDone for Forwarder {
+    fn io_done(&self, child: quorum_bdev::bdev::IoHandle) {
+        assert_eq!(child.status(), Ok(()));
+        let parent = self.parent.borrow_mut().take().expect("one child");
+        self.inside.set(true);
+        parent.complete_from_callback(Ok(()));
+        self.inside.set(false);
+    }
+}
+
+#[test]
+fn a_parent_finished_from_a_child_callback_is_delivered_at_once_and_otherwise_queued() {
+    use quorum_bdev::bdev::{IoBuf, IoHandle};
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    let rt = runtime(1);
+    let n = null::create(&rt, "Null0".into(), 64, 512, None).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    rt.send_msg(0, move || {
+        let inside = Rc::new(Cell::new(false));
+        let probe: Rc<dyn quorum_bdev::bdev::IoDone> = Rc::new(SyncProbe {
+            inside: inside.clone(),
+            tx,
+        });
+        // Tag 1: finished outside any completion callback, so it must be queued.
+        let lone = IoHandle::new(IoType::Flush, 0, 0, IoBuf::NONE, probe.clone(), 1);
+        inside.set(true);
+        lone.complete_from_callback(Ok(()));
+        inside.set(false);
+        // Tag 2: finished from its child's callback, so it is delivered right there.
+        let parent = IoHandle::new(IoType::Flush, 0, 0, IoBuf::NONE, probe, 2);
+        let forwarder = Rc::new(Forwarder {
+            parent: RefCell::new(Some(parent)),
+            inside,
+        });
+        let channel = n.io_channel().unwrap();
+        channel.submit(IoHandle::new(
+            IoType::Flush,
+            0,
+            0,
+            IoBuf::NONE,
+            forwarder,
+            3,
+        ));
+    });
+    let got: Vec<(u64, bool)> = (0..2).map(|_| rx.recv().unwrap()).collect();
+    assert_eq!(got, [(1, false), (2, true)]);
+    rt.stop();
+}

@@ -182,6 +182,11 @@ thread_local! {
     #[allow(clippy::vec_box)]
     static IO_POOL: RefCell<Vec<Box<BdevIo>>> = const { RefCell::new(Vec::new()) };
     static COMPLETIONS: RefCell<VecDeque<IoHandle>> = const { RefCell::new(VecDeque::new()) };
+    // The queue a drain pass works through, swapped with COMPLETIONS at the start of the
+    // pass and kept here empty between passes so its capacity is reused.
+    static DRAINING: Cell<VecDeque<IoHandle>> = const { Cell::new(VecDeque::new()) };
+    // True while a submitter's completion callback runs.
+    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
     static DRAIN_REGISTERED: Cell<bool> = const { Cell::new(false) };
     static CHAIN_TICK: Cell<u64> = const { Cell::new(0) };
 }
@@ -261,14 +266,27 @@ impl IoHandle {
     /// Finishes the I/O with `Ok(())` or `Err(errno)` (positive). The submitter's callback
     /// runs from this reactor's completion poller, never from inside this call.
     pub fn complete(mut self, status: Result<(), i32>) {
-        self.status = match status {
-            Ok(()) => 0,
-            Err(errno) => errno.max(1),
-        };
+        self.set_status(status);
         COMPLETIONS.with(|q| q.borrow_mut().push_back(self));
         if !DRAIN_REGISTERED.with(|r| r.replace(true)) {
             register_poller(Box::new(drain_completions), None, None);
         }
+    }
+
+    /// Finishes a parent I/O from the completion callback of its last child I/O (a quorum's
+    /// vote) and delivers it at once: that instant is already a delivery, so queueing would
+    /// only cost another pass and another clock reading (a quorum write over null gained
+    /// 7-15 %). Outside a completion callback it queues as [`IoHandle::complete`].
+    ///
+    /// Call it only on a path that starts in a child's completion callback, never from a
+    /// module's `submit` (the parent's callback would then run inside its own submission),
+    /// and hold no borrow of the module's state: the parent's callback may submit again.
+    pub fn complete_from_callback(mut self, status: Result<(), i32>) {
+        if !IN_CALLBACK.with(Cell::get) {
+            return self.complete(status);
+        }
+        self.set_status(status);
+        deliver(self, CHAIN_TICK.with(Cell::get));
     }
 
     /// Completes with success after `work` (the module's data movement) has run, which
@@ -281,6 +299,13 @@ impl IoHandle {
     pub fn complete_after(mut self, work: fn(&BdevIo)) {
         self.work = Some(work);
         self.complete(Ok(()));
+    }
+
+    fn set_status(&mut self, status: Result<(), i32>) {
+        self.status = match status {
+            Ok(()) => 0,
+            Err(errno) => errno.max(1),
+        };
     }
 
     /// How the I/O ended: `Err(errno)` with a positive errno.
@@ -336,31 +361,53 @@ impl Drop for IoHandle {
     }
 }
 
+/// Sets [`IN_CALLBACK`] for a scope and restores it when dropped (also on unwinding).
+struct CallbackFlag(bool);
+
+impl CallbackFlag {
+    fn set(value: bool) -> CallbackFlag {
+        CallbackFlag(IN_CALLBACK.with(|c| c.replace(value)))
+    }
+}
+
+impl Drop for CallbackFlag {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(self.0));
+    }
+}
+
 /// Runs the callbacks of I/O completed since the last pass. Only the entries present at the
 /// start are handled, so an endless resubmit loop cannot starve the other pollers.
 fn drain_completions() -> usize {
-    let n = COMPLETIONS.with(|q| q.borrow().len());
-    for _ in 0..n {
-        let Some(mut io) = COMPLETIONS.with(|q| q.borrow_mut().pop_front()) else {
-            break;
-        };
+    let mut batch = DRAINING.with(Cell::take);
+    COMPLETIONS.with(|q| std::mem::swap(&mut *q.borrow_mut(), &mut batch));
+    let n = batch.len();
+    while let Some(mut io) = batch.pop_front() {
         if let Some(work) = io.work.take() {
             work(&io);
         }
         // The delivery instant: this I/O's completion time and the submission time of
         // whatever its callback submits.
         let chain = Chain::start(ticks());
-        if let Some(layer) = io.layer.take() {
-            if io.status == libc::ENOMEM {
-                // SPDK's NOMEM status: the module is out of resources; retry, don't fail.
-                layer.resubmit(io);
-                continue;
-            }
-            layer.account(&mut io, chain.0);
-        }
-        if let Some(done) = io.done.take() {
-            done.io_done(io);
-        }
+        deliver(io, chain.0);
     }
+    DRAINING.with(|d| d.set(batch));
     n
+}
+
+/// Accounts a finished I/O at `now` and runs its submitter's callback.
+#[inline]
+fn deliver(mut io: IoHandle, now: u64) {
+    if let Some(layer) = io.layer.take() {
+        if io.status == libc::ENOMEM {
+            // SPDK's NOMEM status: the module is out of resources; retry, don't fail.
+            layer.resubmit(io);
+            return;
+        }
+        layer.account(&mut io, now);
+    }
+    if let Some(done) = io.done.take() {
+        let _flag = CallbackFlag::set(true);
+        done.io_done(io);
+    }
 }

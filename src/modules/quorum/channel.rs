@@ -264,7 +264,7 @@ impl QuorumChannel {
 
     fn fifo_step(&self, slot: usize, child: usize, status: Result<(), i32>) {
         let errno = match status {
-            Ok(()) => return self.free_slot(slot).complete(Ok(())),
+            Ok(()) => return self.free_slot(slot).complete_from_callback(Ok(())),
             Err(errno) => errno,
         };
         let (name, n, offset, len) = self.request_geometry(slot, child);
@@ -275,7 +275,7 @@ impl QuorumChannel {
             self.requests.borrow_mut()[slot].pending = 1;
             self.fifo_submit(slot, child + 1);
         } else {
-            self.free_slot(slot).complete(Err(errno));
+            self.free_slot(slot).complete_from_callback(Err(errno));
         }
     }
 
@@ -377,11 +377,11 @@ impl QuorumChannel {
                     }
                     tracing::debug!(quorum = %shared.name, offset, "rewrite skipped: newer write");
                 }
-                self.free_slot(slot).complete(Ok(()));
+                self.free_slot(slot).complete_from_callback(Ok(()));
             }
             Verdict::Failed { errno, .. } => {
                 shared.events.failure(&shared.rt, offset, len);
-                self.free_slot(slot).complete(Err(errno));
+                self.free_slot(slot).complete_from_callback(Err(errno));
             }
         }
     }
@@ -422,7 +422,7 @@ impl QuorumChannel {
         if let Some(guard) = &self.shared.guard {
             guard.end_rewrite(parent.offset_blocks, parent.num_blocks);
         }
-        parent.complete(Ok(()));
+        parent.complete_from_callback(Ok(()));
     }
 
     fn finish_write_like(&self, slot: usize, io_type: IoType) {
@@ -462,13 +462,13 @@ impl QuorumChannel {
             }
         }
         match verdict {
-            Verdict::Ok { .. } => parent.complete(Ok(())),
+            Verdict::Ok { .. } => parent.complete_from_callback(Ok(())),
             Verdict::Failed { errno, .. } => {
                 // QEMU emits QUORUM_FAILURE for writes, not for flushes.
                 if matches!(io_type, IoType::Write | IoType::WriteZeroes | IoType::Unmap) {
                     shared.events.failure(&shared.rt, offset, len);
                 }
-                parent.complete(Err(errno));
+                parent.complete_from_callback(Err(errno));
             }
         }
     }

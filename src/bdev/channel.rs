@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::io::{with_chain_tick, IoBuf, IoDone, IoHandle, IoType};
+use super::io::{note_activity, with_chain_tick, IoBuf, IoDone, IoHandle, IoType};
 use super::stats::IoStats;
 use super::{Bdev, BdevChannel};
 
@@ -43,6 +43,7 @@ impl ChannelInner {
 
     pub(crate) fn resubmit(self: &Rc<Self>, mut io: IoHandle) {
         io.layer = Some(self.clone());
+        note_activity();
         self.backend.submit(io);
     }
 
@@ -114,6 +115,7 @@ impl IoChannel {
         }
         io.layer = Some(self.inner.clone());
         self.inner.in_flight.set(self.inner.in_flight.get() + 1);
+        note_activity();
         with_chain_tick(|now| {
             io.submit_tick = now;
             self.inner.backend.submit(io);

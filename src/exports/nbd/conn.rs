@@ -1,14 +1,14 @@
 //! One NBD client connection on its reactor: the fixed-newstyle handshake, then the
 //! transmission phase with many requests in flight, replies in completion order.
 //!
-//! Data path, without copies or allocation in steady state: a WRITE's payload is received
-//! straight into a pool [`DmaBuf`] sized to the request, which goes to the bdev as is (a
-//! quorum hands that same buffer to every child); a READ's buffer is filled by the bdev and
-//! sent from there with `sendmsg` gathering the reply header and the data. Requests are read
-//! in batches into a staging buffer; payload bytes that arrive in the same `recv` as their
-//! header are copied from there into the request's buffer, the rest of the payload is
-//! received in place. That one copy per small write (~0.1 µs for 4 KiB) is much cheaper
-//! than the second `recv` per request it saves (4 KiB writes at QD 32: +12-19 % IOPS).
+//! Data path, without allocation in steady state: a WRITE's payload ends up in a pool
+//! [`DmaBuf`] sized to the request, which goes to the bdev as is (a quorum hands that same
+//! buffer to every child); a READ's buffer is filled by the bdev and sent from there with
+//! `sendmsg` gathering the reply header and the data. Requests are read in batches into a
+//! staging buffer; payload bytes that arrive in the same `recv` as their header are copied
+//! from there into the request's buffer, the rest of the payload is received in place. That
+//! one copy per small write (~0.1 µs for 4 KiB) is much cheaper than the second `recv` per
+//! request it saves (4 KiB writes at QD 32: +12-19 % IOPS).
 //!
 //! Robustness: the socket is non-blocking and only this reactor touches it; a client that
 //! breaks the protocol (bad magic, unknown client flags, a write larger than the limit) is

@@ -284,7 +284,7 @@ impl IoHandle {
 
     /// Finishes a parent I/O from the completion callback of its last child I/O (a quorum's
     /// vote) and delivers it at once: that instant is already a delivery, so queueing would
-    /// only cost another pass and another clock reading (a quorum write over null gained
+    /// only cost another pass through the completion queue (a quorum write over null gained
     /// 7-15 %). Outside a completion callback it queues as [`IoHandle::complete`].
     ///
     /// Call it only on a path that starts in a child's completion callback, never from a
@@ -296,7 +296,18 @@ impl IoHandle {
         }
         self.set_status(status);
         note_activity();
-        deliver(self, CHAIN_TICK.with(Cell::get));
+        // A read was voted on by comparing whole buffers since its last child's delivery
+        // read the clock (µs at 64 KiB), which belongs to its latency: read the clock again,
+        // and let what the parent's callback submits start from that reading. Other types
+        // were only counted (a few ns) and keep the delivery's reading.
+        let now = if self.io_type == IoType::Read {
+            let now = ticks().max(1);
+            CHAIN_TICK.with(|c| c.set(now));
+            now
+        } else {
+            CHAIN_TICK.with(Cell::get)
+        };
+        deliver(self, now);
     }
 
     /// Completes with success after `work` (the module's data movement) has run, which

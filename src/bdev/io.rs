@@ -219,10 +219,15 @@ struct Chain(u64);
 
 impl Chain {
     fn start(now: u64) -> Chain {
-        let now = now.max(1);
-        CHAIN_TICK.with(|c| c.set(now));
-        Chain(now)
+        Chain(set_chain_tick(now))
     }
+}
+
+/// Makes `now` the running chain's tick (never 0, which means "no chain") and returns it.
+fn set_chain_tick(now: u64) -> u64 {
+    let now = now.max(1);
+    CHAIN_TICK.with(|c| c.set(now));
+    now
 }
 
 impl Drop for Chain {
@@ -301,9 +306,7 @@ impl IoHandle {
         // and let what the parent's callback submits start from that reading. Other types
         // were only counted (a few ns) and keep the delivery's reading.
         let now = if self.io_type == IoType::Read {
-            let now = ticks().max(1);
-            CHAIN_TICK.with(|c| c.set(now));
-            now
+            set_chain_tick(ticks())
         } else {
             CHAIN_TICK.with(Cell::get)
         };

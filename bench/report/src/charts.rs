@@ -340,12 +340,11 @@ mod tests {
             assert!(chart(&r, set, 4096, "randread", &path).unwrap());
             svgs.push(std::fs::read_to_string(&path).unwrap());
         }
-        let names: Vec<_> = std::fs::read_dir(&dir)
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         std::fs::remove_dir_all(&dir).unwrap();
-        let mut names = names;
         names.sort();
         assert_eq!(names, ["nbd-4k-randread.svg", "nbd-shm-4k-randread.svg"]);
 

@@ -149,6 +149,16 @@ pub trait IoDone {
     fn io_done(&self, io: IoHandle);
 }
 
+/// Data movement a memory module leaves to the delivery of its completion (see
+/// [`IoHandle::complete_after`]).
+pub struct DeferredWork {
+    /// Starts loading the memory `run` will touch; called a few deliveries ahead, so the
+    /// memory arrives while earlier I/Os are delivered (the copy would otherwise wait on DRAM).
+    pub prefetch: fn(&BdevIo),
+    /// Moves the data.
+    pub run: fn(&BdevIo),
+}
+
 /// One I/O request. Fields are public for the bdev modules that serve it.
 pub struct BdevIo {
     /// What to do.
@@ -166,7 +176,7 @@ pub struct BdevIo {
     /// Scratch space for the module serving the I/O.
     pub driver_ctx: [u64; 2],
     status: i32,
-    work: Option<fn(&BdevIo)>,
+    work: Option<&'static DeferredWork>,
     done: Option<Rc<dyn IoDone>>,
     pub(super) layer: Option<Rc<ChannelInner>>,
     pub(super) submit_tick: u64,
@@ -314,13 +324,14 @@ impl IoHandle {
     }
 
     /// Completes with success after `work` (the module's data movement) has run, which
-    /// happens when the completion is delivered, just before the submitter's callback. A
+    /// happens when the completion is delivered, just before the submitter's callback; its
+    /// prefetch runs a few deliveries earlier. A
     /// memory module that copied at submission would fill a whole queue depth of buffers
     /// before the first is looked at (at QD 128 a quorum of 3 holds 384 child buffers,
     /// beyond L2); done here, a buffer is filled while the one who reads it next is about to.
     /// Completions are delivered in submission order per reactor, so the data effects of one
     /// channel's I/Os still apply in the order they were submitted.
-    pub fn complete_after(mut self, work: fn(&BdevIo)) {
+    pub fn complete_after(mut self, work: &'static DeferredWork) {
         self.work = Some(work);
         self.complete(Ok(()));
     }
@@ -400,15 +411,29 @@ impl Drop for CallbackFlag {
     }
 }
 
+/// How many deliveries ahead a completion's [`DeferredWork::prefetch`] runs: enough for DRAM
+/// to answer while the deliveries in between run, few enough that the prefetches in flight
+/// do not crowd out the copy's own loads. Measured, 4 KiB QD 128 over malloc: 2 to 32 give the
+/// same IOPS within noise; prefetching at submission instead (a queue's worth ahead) gained
+/// as much on one malloc bdev but half as much under a quorum, whose three children's
+/// prefetches stalled submission.
+const PREFETCH_DISTANCE: usize = 4;
+
 /// Runs the callbacks of I/O completed since the last pass. Only the entries present at the
 /// start are handled, so an endless resubmit loop cannot starve the other pollers.
 fn drain_completions() -> usize {
     let mut batch = DRAINING.with(Cell::take);
     COMPLETIONS.with(|q| std::mem::swap(&mut *q.borrow_mut(), &mut batch));
     let n = batch.len();
+    for ahead in batch.iter().take(PREFETCH_DISTANCE) {
+        prefetch(ahead);
+    }
     let mut previous: Option<(u64, u64)> = None;
     while let Some(mut io) = batch.pop_front() {
-        let moved_data = io.work.take().map(|work| work(&io)).is_some();
+        if let Some(ahead) = batch.get(PREFETCH_DISTANCE - 1) {
+            prefetch(ahead);
+        }
+        let moved_data = io.work.take().map(|work| (work.run)(&io)).is_some();
         let activity = ACTIVITY.with(Cell::get);
         // The delivery instant: this I/O's completion time and the submission time of
         // whatever its callback submits. When nothing but bookkeeping ran since the previous
@@ -426,6 +451,14 @@ fn drain_completions() -> usize {
     }
     DRAINING.with(|d| d.set(batch));
     n
+}
+
+/// Starts loading the memory of a completion about to be delivered.
+#[inline]
+fn prefetch(io: &IoHandle) {
+    if let Some(work) = io.work {
+        (work.prefetch)(io);
+    }
 }
 
 /// Accounts a finished I/O at `now` and runs its submitter's callback.

@@ -18,7 +18,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use channel::IoChannel;
-pub use io::{BdevIo, IoBuf, IoDone, IoHandle, IoType};
+pub use io::{BdevIo, DeferredWork, IoBuf, IoDone, IoHandle, IoType};
 pub use registry::BdevRegistry;
 pub use stats::IoStats;
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::bdev::{
-    Bdev, BdevBackend, BdevChannel, BdevError, BdevIo, BdevRegistry, BdevSpec, IoHandle, IoType,
+    Bdev, BdevBackend, BdevChannel, BdevError, BdevIo, BdevRegistry, BdevSpec, DeferredWork,
+    IoHandle, IoType,
 };
 use crate::runtime::Runtime;
 
@@ -26,7 +27,7 @@ struct NullChannel;
 impl BdevChannel for NullChannel {
     fn submit(&self, io: IoHandle) {
         if io.io_type == IoType::Read {
-            io.complete_after(zero_fill);
+            io.complete_after(&ZERO_FILL);
         } else {
             io.complete(Ok(()));
         }
@@ -68,6 +69,11 @@ impl BdevBackend for NullBdev {
         false
     }
 }
+
+static ZERO_FILL: DeferredWork = DeferredWork {
+    prefetch: |_| {},
+    run: zero_fill,
+};
 
 /// A read's zeroes, written as its completion is delivered (see `IoHandle::complete_after`).
 fn zero_fill(io: &BdevIo) {

@@ -172,8 +172,8 @@ pub struct PerfArgs {
     #[arg(long)]
     pub no_pin: bool,
 
-    /// Measure this machine's memcpy rate over a region of SIZE bytes instead of running
-    /// jobs (benchmark baseline; uses -o, -q, -t, -m).
+    /// Measure this machine's memcpy rate over a region of SIZE bytes, and its zero-fill rate
+    /// over -q buffers, instead of running jobs (benchmark baseline; uses -o, -q, -t, -m).
     #[arg(long, hide = true, value_name = "SIZE", value_parser = parse_size)]
     pub memcpy_rate: Option<u64>,
 }

@@ -1,6 +1,7 @@
 //! The benchmark baseline: how many blocks per second one reactor core of this machine can
 //! copy between random offsets of a large region and a ring of I/O buffers, which is all a
-//! malloc bdev does per I/O. `bench/perf_base.sh` divides malloc IOPS by it.
+//! malloc bdev does per I/O, and how many it can zero-fill in that ring, all a null bdev's
+//! read does. `bench/perf_base.sh` divides malloc and null IOPS by them.
 
 use std::alloc::Layout;
 use std::time::{Duration, Instant};
@@ -26,6 +27,20 @@ pub struct MemcpyRate {
     pub read_blocks_per_sec: f64,
     /// Copies from the buffers into the region per second (what a malloc write does).
     pub write_blocks_per_sec: f64,
+    /// Buffers of the ring zero-filled per second (what a null read does): with a queue's
+    /// worth of buffers this is bound by the second-level cache, not by the copy loop.
+    pub zero_blocks_per_sec: f64,
+}
+
+/// What one timed loop does per block.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Region to buffer.
+    Read,
+    /// Buffer to region.
+    Write,
+    /// Zeroes into the buffer.
+    Zero,
 }
 
 /// Written, hugepage-advised memory, as a malloc bdev's becomes once written.
@@ -60,30 +75,26 @@ impl Drop for Region {
     }
 }
 
-/// Copies for `time` in one direction; returns blocks per second.
-fn copy_rate(
-    region: &Region,
-    bufs: &mut [DmaBuf],
-    block: usize,
-    time: Duration,
-    read: bool,
-) -> f64 {
+/// Does `work` for `time` on successive buffers of the ring; returns blocks per second.
+fn rate(region: &Region, bufs: &mut [DmaBuf], block: usize, time: Duration, work: Work) -> f64 {
     let blocks_in_region = (region.layout.size() / block) as u64;
     let mut rng = SmallRng::seed_from_u64(0x5eed);
     let start = Instant::now();
     let mut copies = 0u64;
     loop {
         for _ in 0..1024 {
-            let at = rng.gen_range(0..blocks_in_region) as usize * block;
             let buf = bufs[copies as usize % bufs.len()].as_mut_ptr();
-            // SAFETY: `at + block` is inside the region; buffers hold `block` bytes; the two
-            // never overlap.
+            let mut disk = || {
+                let at = rng.gen_range(0..blocks_in_region) as usize * block;
+                // SAFETY: `at + block` is inside the region.
+                unsafe { region.ptr.add(at) }
+            };
+            // SAFETY: region blocks and buffers hold `block` bytes and never overlap.
             unsafe {
-                let disk = region.ptr.add(at);
-                if read {
-                    std::ptr::copy_nonoverlapping(disk, buf, block);
-                } else {
-                    std::ptr::copy_nonoverlapping(buf, disk, block);
+                match work {
+                    Work::Read => std::ptr::copy_nonoverlapping(disk(), buf, block),
+                    Work::Write => std::ptr::copy_nonoverlapping(buf, disk(), block),
+                    Work::Zero => std::ptr::write_bytes(buf, 0, block),
                 }
             }
             std::hint::black_box(buf);
@@ -96,8 +107,9 @@ fn copy_rate(
     }
 }
 
-/// Measures on reactor 0 (so on the same, pinned, core as a one-core run): `seconds` of reads
-/// then `seconds` of writes of `block` bytes over a `region` bytes region and `buffers` buffers.
+/// Measures on reactor 0 (so on the same, pinned, core as a one-core run): `seconds` each of
+/// reads, writes and zero-fills of `block` bytes over a `region` bytes region and `buffers`
+/// buffers.
 pub fn measure(
     rt: &Runtime,
     region: u64,
@@ -118,13 +130,13 @@ pub fn measure(
             .map(|_| DmaBuf::zeroed(block as usize))
             .collect();
         let time = Duration::from_secs(seconds);
-        let read = copy_rate(&r, &mut bufs, block as usize, time, true);
-        let write = copy_rate(&r, &mut bufs, block as usize, time, false);
+        let mut rate_of = |work| rate(&r, &mut bufs, block as usize, time, work);
         Ok(MemcpyRate {
             block_size: block,
             region_bytes: region,
-            read_blocks_per_sec: read,
-            write_blocks_per_sec: write,
+            read_blocks_per_sec: rate_of(Work::Read),
+            write_blocks_per_sec: rate_of(Work::Write),
+            zero_blocks_per_sec: rate_of(Work::Zero),
         })
     })
 }

@@ -453,11 +453,12 @@ fn run_with_runtime(
             ),
             OutputFormat::Text => println!(
                 "memcpy of {}-byte blocks at random offsets of a {}-byte region: \
-                 read {:.0} blocks/s, write {:.0} blocks/s",
+                 read {:.0} blocks/s, write {:.0} blocks/s; zero-fill {:.0} blocks/s",
                 rate.block_size,
                 rate.region_bytes,
                 rate.read_blocks_per_sec,
-                rate.write_blocks_per_sec
+                rate.write_blocks_per_sec,
+                rate.zero_blocks_per_sec
             ),
         }
         return Ok(Outcome { failed: false });

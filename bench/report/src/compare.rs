@@ -381,10 +381,17 @@ pub const LIMITS: &[Limit] = &[
     },
     Limit {
         imp: Ours,
+        target: "null",
+        rw: "randread",
+        work: "1 zero-fill",
+        costs: &[(1.0, "zero-fill")],
+    },
+    Limit {
+        imp: Ours,
         target: "quorum3-null",
         rw: "randread",
-        work: "2 memcmp of cached buffers (the vote alone)",
-        costs: &[(2.0, "memcmp-hot")],
+        work: "3 zero-fills + 2 memcmp of cached buffers",
+        costs: &[(3.0, "zero-fill"), (2.0, "memcmp-hot")],
     },
 ];
 

@@ -231,6 +231,7 @@ fn limits(out: &mut String, r: &Results) {
     let ops = [
         ("memcpy-read", "memcpy, DRAM → cached buffer"),
         ("memcpy-write", "memcpy, cached buffer → DRAM"),
+        ("zero-fill", "zero-fill of a buffer of a 128-buffer ring"),
         ("memcmp-dram", "memcmp of two blocks from DRAM"),
         ("memcmp-hot", "memcmp of two cached blocks"),
         ("sha256-dram", "SHA-256 of a block from DRAM"),
@@ -244,13 +245,17 @@ fn limits(out: &mut String, r: &Results) {
     let mut header = vec!["operation (one core)".to_string()];
     header.extend(a.sizes.iter().map(|&bs| format!("{} blocks/s", size(bs))));
     header.extend(a.sizes.iter().map(|&bs| format!("{} GB/s", size(bs))));
+    // Operations a run did not measure at all (older runs had no zero-fill) are left out.
     let rows: Vec<Vec<String>> = ops
         .iter()
-        .map(|(op, what)| {
+        .filter_map(|(op, what)| {
             let mut row = vec![what.to_string()];
             let fig = |bs| {
                 compare::figure(r, Suite::Limits, (Impl::Machine, op), "", bs, 0).map(|f| f.iops)
             };
+            if a.sizes.iter().all(|&bs| fig(bs).is_none()) {
+                return None;
+            }
             row.extend(
                 a.sizes
                     .iter()
@@ -261,7 +266,7 @@ fn limits(out: &mut String, r: &Results) {
                     format!("{:.1}", s.median * bs as f64 / 1e9)
                 })
             }));
-            row
+            Some(row)
         })
         .collect();
     table(out, &header, &rows);
@@ -509,6 +514,7 @@ mod tests {
             samples.push(s(Inprocess, imp, t, "randread", 4096, 1, v / 10.0));
         }
         samples.push(s(Limits, Impl::Machine, "memcpy-read", "", 4096, 0, 2.0e6));
+        samples.push(s(Limits, Impl::Machine, "zero-fill", "", 4096, 0, 2.0e7));
         let mut r = results(&samples);
         r.nbd_skipped = Some("quorum-tgt has no nbd_server_start".into());
         let md = render(
@@ -563,6 +569,16 @@ mod tests {
             ),
             "{md}"
         );
+        assert!(
+            md.contains("| ours null randread | 4 KiB | 1 zero-fill | 20.0 M | 10.0 M | 50 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| zero-fill of a buffer of a 128-buffer ring | 20.0 M"),
+            "{md}"
+        );
+        // Operations the run did not measure get no row.
+        assert!(!md.contains("memcmp of two cached blocks"), "{md}");
         assert!(md.contains("![A](charts/a.svg)"));
         assert!(md.ends_with("## Analysis\n\nWhy.\n"));
     }

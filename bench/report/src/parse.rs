@@ -122,12 +122,13 @@ pub fn fio(text: &str, rw: &str) -> Result<Rate, ParseError> {
     .checked()
 }
 
-/// quorum-perf `--memcpy-rate ... --output json`: (read, write) blocks per second.
-pub fn memcpy(text: &str) -> Result<(f64, f64), ParseError> {
+/// quorum-perf `--memcpy-rate ... --output json`: (read, write, zero-fill) blocks per second.
+pub fn memcpy(text: &str) -> Result<(f64, f64, f64), ParseError> {
     let v: Value = serde_json::from_str(text)?;
     Ok((
         number(&v, &["read_blocks_per_sec"])?,
         number(&v, &["write_blocks_per_sec"])?,
+        number(&v, &["zero_blocks_per_sec"])?,
     ))
 }
 
@@ -184,7 +185,15 @@ mod tests {
     #[test]
     fn memcpy_rates() {
         let out = r#"{"block_size":4096,"region_bytes":536870912,
-            "read_blocks_per_sec":2500000.0,"write_blocks_per_sec":2000000.0}"#;
-        assert_eq!(memcpy(out).unwrap(), (2_500_000.0, 2_000_000.0));
+            "read_blocks_per_sec":2500000.0,"write_blocks_per_sec":2000000.0,
+            "zero_blocks_per_sec":10000000.0}"#;
+        assert_eq!(
+            memcpy(out).unwrap(),
+            (2_500_000.0, 2_000_000.0, 10_000_000.0)
+        );
+        assert!(matches!(
+            memcpy(&out.replace("zero_blocks", "other")),
+            Err(ParseError::Missing(_))
+        ));
     }
 }

@@ -42,7 +42,8 @@ enum Tool {
     QemuImg,
     /// fio --output-format=json.
     Fio,
-    /// quorum-perf --memcpy-rate --output json (two samples: memcpy-read, memcpy-write).
+    /// quorum-perf --memcpy-rate --output json (three samples: memcpy-read, memcpy-write,
+    /// zero-fill).
     Memcpy,
 }
 
@@ -250,23 +251,27 @@ fn sample(
             false,
         )],
         Tool::Memcpy => {
-            let (read, write) = parse::memcpy(&text).map_err(tool_err)?;
-            [("memcpy-read", read), ("memcpy-write", write)]
-                .into_iter()
-                .map(|(t, v)| Sample {
-                    key: Key {
-                        suite: Suite::Limits,
-                        imp: Impl::Machine,
-                        target: t.into(),
-                        rw: String::new(),
-                        bs,
-                        qd: 0,
-                    },
-                    iops: v,
-                    lat_us: None,
-                    lat_derived: false,
-                })
-                .collect()
+            let (read, write, zero) = parse::memcpy(&text).map_err(tool_err)?;
+            [
+                ("memcpy-read", read),
+                ("memcpy-write", write),
+                ("zero-fill", zero),
+            ]
+            .into_iter()
+            .map(|(t, v)| Sample {
+                key: Key {
+                    suite: Suite::Limits,
+                    imp: Impl::Machine,
+                    target: t.into(),
+                    rw: String::new(),
+                    bs,
+                    qd: 0,
+                },
+                iops: v,
+                lat_us: None,
+                lat_derived: false,
+            })
+            .collect()
         }
     };
     let mut file = fs::OpenOptions::new()

@@ -325,10 +325,10 @@ impl IoHandle {
 
     /// Completes with success after `work` (the module's data movement) has run, which
     /// happens when the completion is delivered, just before the submitter's callback; its
-    /// prefetch runs a few deliveries earlier. A
-    /// memory module that copied at submission would fill a whole queue depth of buffers
-    /// before the first is looked at (at QD 128 a quorum of 3 holds 384 child buffers,
-    /// beyond L2); done here, a buffer is filled while the one who reads it next is about to.
+    /// prefetch runs a few deliveries earlier. A memory module that copied at submission
+    /// would fill a whole queue depth of buffers before the first is looked at (at QD 128 a
+    /// quorum of 3 holds 384 child buffers, beyond L2); done here, a buffer is filled while
+    /// the one who reads it next is about to.
     /// Completions are delivered in submission order per reactor, so the data effects of one
     /// channel's I/Os still apply in the order they were submitted.
     pub fn complete_after(mut self, work: &'static DeferredWork) {

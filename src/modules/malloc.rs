@@ -144,29 +144,12 @@ const READ_PREFETCH_BYTES: usize = 8 * CACHE_LINE;
 const WRITE_PREFETCH_BYTES: usize = 64 * CACHE_LINE;
 const CACHE_LINE: usize = 64;
 
-/// Starts loading `len` bytes at `ptr` into the first-level cache, for a copy out of them.
-fn prefetch_read(ptr: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
+/// Starts loading `len` bytes at `ptr` into the cache level `HINT` names (`_MM_HINT_*`).
+#[cfg(target_arch = "x86_64")]
+fn prefetch_lines<const HINT: i32>(ptr: *const u8, len: usize) {
     for at in (0..len).step_by(CACHE_LINE) {
         // SAFETY: a prefetch is a hint that never faults; `at < len` stays inside the range.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(ptr.add(at).cast());
-        }
-    }
-}
-
-/// Starts loading `len` bytes at `ptr` into the second-level cache, for a copy into them
-/// (measured: 3-5 % more IOPS than into the first level, which a queue's worth of 4 KiB
-/// destinations overflows).
-fn prefetch_write(ptr: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for at in (0..len).step_by(CACHE_LINE) {
-        // SAFETY: as in prefetch_read.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch::<_MM_HINT_T1>(ptr.add(at).cast());
-        }
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(ptr.add(at).cast()) };
     }
 }
 
@@ -175,14 +158,20 @@ static MOVE_DATA: DeferredWork = DeferredWork {
     run: move_data,
 };
 
-/// Starts loading what [`move_data`] will copy: a read's source, a write's destination.
+/// Starts loading what [`move_data`] will copy: a read's source into the first-level cache,
+/// a write's destination into the second (measured: 3-5 % more IOPS than into the first,
+/// which a queue's worth of 4 KiB destinations overflows).
 fn prefetch_data(io: &BdevIo) {
-    let [disk, len] = io.driver_ctx;
-    let disk = disk as usize as *const u8;
-    match io.io_type {
-        IoType::Read => prefetch_read(disk, (len as usize).min(READ_PREFETCH_BYTES)),
-        IoType::Write => prefetch_write(disk, (len as usize).min(WRITE_PREFETCH_BYTES)),
-        _ => {}
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1};
+        let [disk, len] = io.driver_ctx;
+        let (disk, len) = (disk as usize as *const u8, len as usize);
+        match io.io_type {
+            IoType::Read => prefetch_lines::<_MM_HINT_T0>(disk, len.min(READ_PREFETCH_BYTES)),
+            IoType::Write => prefetch_lines::<_MM_HINT_T1>(disk, len.min(WRITE_PREFETCH_BYTES)),
+            _ => {}
+        }
     }
 }
 

@@ -281,3 +281,71 @@ fn a_parent_finished_from_a_child_callback_is_delivered_at_once_and_otherwise_qu
     assert_eq!(got, [(1, false), (2, true)]);
     rt.stop();
 }
+
+/// Sends back the status of a zcopy and a copy of the memory it lent.
+struct LentCopy {
+    tx: crossbeam_channel::Sender<(Result<(), i32>, Vec<u8>)>,
+}
+
+impl quorum_bdev::bdev::IoDone for LentCopy {
+    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
+        // SAFETY: the I/O completed and its channel is alive while the callback runs.
+        let lent = unsafe { io.buf.as_slice() }.to_vec();
+        let _ = self.tx.send((io.status(), lent));
+    }
+}
+
+/// Submits a zcopy on reactor 0 and returns its status and the bytes it lent.
+fn zcopy(
+    rt: &quorum_bdev::runtime::Runtime,
+    bdev: &std::sync::Arc<quorum_bdev::bdev::Bdev>,
+    offset_blocks: u64,
+    num_blocks: u64,
+) -> (Result<(), i32>, Vec<u8>) {
+    use quorum_bdev::bdev::{IoBuf, IoHandle};
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let bdev = bdev.clone();
+    rt.send_msg(0, move || {
+        let channel = bdev.io_channel().unwrap();
+        let done = std::rc::Rc::new(LentCopy { tx });
+        channel.submit(IoHandle::new(
+            IoType::Zcopy,
+            offset_blocks,
+            num_blocks,
+            IoBuf::NONE,
+            done,
+            0,
+        ));
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn malloc_lends_its_blocks_for_zcopy_and_null_refuses() {
+    let rt = runtime(1);
+    let m = malloc::create(&rt, Some("M".into()), 64, 512, None).unwrap();
+    assert_eq!(m.info_json()["supported_io_types"]["zcopy"], true);
+    let data = pattern(3 * 512, 4);
+    write(&rt, &m, 7, &data).unwrap();
+    assert_eq!(zcopy(&rt, &m, 7, 3), (Ok(()), data.clone()));
+    // The view is the disk itself: a later write shows in the next zcopy.
+    let newer = pattern(512, 5);
+    write(&rt, &m, 8, &newer).unwrap();
+    let (status, lent) = zcopy(&rt, &m, 8, 1);
+    assert_eq!((status, lent), (Ok(()), newer));
+    assert_eq!(zcopy(&rt, &m, 63, 2).0, Err(libc::EINVAL), "past the end");
+
+    let n = null::create(&rt, "Null0".into(), 64, 512, None).unwrap();
+    assert_eq!(n.info_json()["supported_io_types"]["zcopy"], false);
+    assert_eq!(zcopy(&rt, &n, 0, 1).0, Err(libc::ENOTSUP));
+
+    // SPDK counts a zcopy as a read.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (m2, rt2) = (m.clone(), rt.clone());
+    rt.send_msg(0, move || {
+        m2.collect_stats(&rt2, move |s| tx.send(s).unwrap())
+    });
+    let s = rx.recv().unwrap();
+    assert_eq!((s.num_read_ops, s.bytes_read), (2, 4 * 512));
+    rt.stop();
+}

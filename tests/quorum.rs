@@ -183,6 +183,7 @@ fn threshold_one_and_tie_follow_qemu() {
     // Two children, threshold 1, different data: a tie; QEMU's version list is newest
     // first with a strict '>' so the later child's version wins.
     let rt = runtime(1);
+    // The winner, child 1, lends its blocks: they are copied into the caller's buffer.
     let kids = children(&rt, 2);
     let q = quorum::create(&rt, "Q", &names(2), opts(1), None).unwrap();
     write(&rt, &kids[0], 0, &pattern(512, 1)).unwrap();
@@ -456,4 +457,45 @@ fn blkverify_stops_on_first_differing_byte() {
         )),
         "stderr: {stderr}"
     );
+}
+
+#[test]
+fn lending_and_copying_children_vote_together() {
+    // Malloc children lend their blocks (zcopy) and are compared in place; an error bdev
+    // does not lend and reads into a pooled buffer; child 0 reads into the caller's buffer.
+    // All three kinds take part in one vote, and a corrupted one of each later kind loses.
+    let rt = runtime(1);
+    let kids = children(&rt, 3);
+    let e1 = quorum_bdev::modules::error::create(&rt, "M1", None).unwrap();
+    let names = vec!["M0".to_string(), e1.name().to_string(), "M2".to_string()];
+    let q = quorum::create(&rt, "Q", &names, opts(2), None).unwrap();
+    assert_eq!(q.info_json()["supported_io_types"]["zcopy"], false);
+    let good = pattern(8 * 512, 0x41);
+    write(&rt, &q, 32, &good).unwrap();
+    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
+    assert!(events(&rt, "Q").is_empty());
+
+    // The lending child corrupted.
+    write(&rt, &kids[2], 32, &pattern(8 * 512, 0x42)).unwrap();
+    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
+    // The copying child corrupted (the lending one repaired): the lent data wins with
+    // child 0's.
+    write(&rt, &kids[2], 32, &good).unwrap();
+    write(&rt, &kids[1], 32, &pattern(8 * 512, 0x43)).unwrap();
+    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
+    // Child 0 corrupted: the winner's data replaces what it read into the caller's buffer.
+    write(&rt, &kids[1], 32, &good).unwrap();
+    write(&rt, &kids[0], 32, &pattern(8 * 512, 0x44)).unwrap();
+    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
+    let bad: Vec<_> = events(&rt, "Q")
+        .iter()
+        .map(|e| e["data"]["node-name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bad, ["M2", "EE_M1", "M0"]);
+    assert_eq!(
+        child_counters(&rt, "Q")[2]["reads"],
+        4,
+        "a zcopy counts as a read"
+    );
+    rt.stop();
 }

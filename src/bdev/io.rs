@@ -28,17 +28,23 @@ pub enum IoType {
     WriteZeroes,
     /// Abort everything in flight on the device.
     Reset,
+    /// Read without a copy (SPDK's zcopy with populate): the module points the I/O's buffer
+    /// at its own memory holding the blocks, so a submitter that only looks at the data (a
+    /// quorum comparing a child's copy) saves a copy per block. The memory is the device's
+    /// live contents: valid while the submitter holds its channel, changed by later writes.
+    Zcopy,
 }
 
 impl IoType {
     /// Every type, in SPDK's `supported_io_types` order.
-    pub const ALL: [IoType; 6] = [
+    pub const ALL: [IoType; 7] = [
         IoType::Read,
         IoType::Write,
         IoType::Unmap,
         IoType::WriteZeroes,
         IoType::Flush,
         IoType::Reset,
+        IoType::Zcopy,
     ];
 
     /// Position in [`IoType::ALL`].
@@ -50,6 +56,7 @@ impl IoType {
             IoType::WriteZeroes => 3,
             IoType::Flush => 4,
             IoType::Reset => 5,
+            IoType::Zcopy => 6,
         }
     }
 
@@ -62,6 +69,7 @@ impl IoType {
             IoType::Unmap => "unmap",
             IoType::WriteZeroes => "write_zeroes",
             IoType::Reset => "reset",
+            IoType::Zcopy => "zcopy",
         }
     }
 

@@ -42,7 +42,8 @@ impl IoStats {
             return;
         }
         match io_type {
-            IoType::Read => {
+            // SPDK counts a populating zcopy as a read.
+            IoType::Read | IoType::Zcopy => {
                 self.bytes_read += bytes;
                 self.num_read_ops += 1;
                 self.read_latency_ticks += latency_ticks;

@@ -232,6 +232,7 @@ impl BdevBackend for AioBdev {
     fn io_type_supported(&self, io_type: IoType) -> bool {
         match io_type {
             IoType::Unmap | IoType::WriteZeroes => self.fallocate,
+            IoType::Zcopy => false,
             _ => true,
         }
     }

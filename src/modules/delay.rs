@@ -309,9 +309,10 @@ impl BdevBackend for DelayBackend {
         PRODUCT_NAME
     }
 
-    /// What the base supports, as SPDK's `vbdev_delay_io_type_supported`.
+    /// What the base supports, as SPDK's `vbdev_delay_io_type_supported`, but zcopy, whose
+    /// lent view would have to be held across the delay.
     fn io_type_supported(&self, io_type: IoType) -> bool {
-        self.0.base.io_type_supported(io_type)
+        io_type != IoType::Zcopy && self.0.base.io_type_supported(io_type)
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

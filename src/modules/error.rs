@@ -278,9 +278,11 @@ impl BdevBackend for ErrorBackend {
         PRODUCT_NAME
     }
 
-    /// What the base supports (SPDK's bdev_part delegates to the base).
+    /// What the base supports (SPDK's bdev_part delegates to the base), but zcopy: injected
+    /// corruption is written into the caller's buffer, which a lent view of the base's
+    /// memory would bypass.
     fn io_type_supported(&self, io_type: IoType) -> bool {
-        self.0.base.io_type_supported(io_type)
+        io_type != IoType::Zcopy && self.0.base.io_type_supported(io_type)
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

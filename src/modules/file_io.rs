@@ -260,6 +260,7 @@ impl<E: Engine + 'static> FileChannel<E> {
                 len: total,
             },
             IoType::Flush | IoType::Reset => Op::Fdatasync,
+            IoType::Zcopy => unreachable!("zcopy is refused in submit"),
         };
         st.engine.push(op, io.into_raw() as u64);
         st.outstanding += 1;
@@ -318,6 +319,9 @@ impl<E: Engine + 'static> BdevChannel for FileChannel<E> {
         match io.io_type {
             // Nothing to abort: the kernel owns what is in flight and finishes it.
             IoType::Reset => return io.complete(Ok(())),
+            // A file's blocks live in the kernel, there is no memory of ours to lend (the
+            // backends do not claim the type; this keeps `push_op` total).
+            IoType::Zcopy => return io.complete(Err(libc::ENOTSUP)),
             IoType::Write | IoType::Unmap | IoType::WriteZeroes if disk.readonly => {
                 return io.complete(Err(libc::EROFS))
             }

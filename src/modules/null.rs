@@ -43,10 +43,10 @@ impl BdevBackend for NullBdev {
         PRODUCT_NAME
     }
 
-    /// Every type succeeds trivially, so a quorum or an error bdev over null can be driven
-    /// with any workload.
-    fn io_type_supported(&self, _io_type: IoType) -> bool {
-        true
+    /// Every type but zcopy succeeds trivially, so a quorum or an error bdev over null can be
+    /// driven with any workload. No zcopy, as SPDK's null: it has no blocks to lend.
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        io_type != IoType::Zcopy
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

@@ -117,8 +117,9 @@ impl BdevBackend for UringBdev {
         PRODUCT_NAME
     }
 
-    fn io_type_supported(&self, _io_type: IoType) -> bool {
-        true
+    /// Everything but zcopy: the file's blocks live in the kernel, not in memory to lend.
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        io_type != IoType::Zcopy
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {

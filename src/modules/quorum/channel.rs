@@ -1,7 +1,9 @@
 //! The quorum's per-reactor data path. Every parent I/O fans out to all children at once on
 //! this reactor; child 0 reads straight into the caller's buffer and the others into pooled
-//! buffers, so agreement costs one memcmp per extra child and no copy. Requests live in a
-//! per-channel slab indexed by the child I/O's tag: no allocation per I/O once warm.
+//! buffers, so agreement costs one memcmp per extra child and no copy. A child that can lend
+//! its memory (zcopy, a malloc bdev) is compared in place instead of copied into a pooled
+//! buffer first. Requests live in a per-channel slab indexed by the child I/O's tag: no
+//! allocation per I/O once warm.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -26,6 +28,32 @@ pub(super) struct ChildEntry {
     pub(super) name: Arc<str>,
     pub(super) channel: IoChannel,
     pub(super) counters: Rc<ChildCounters>,
+    /// Whether the child lends its memory for reads (zcopy).
+    pub(super) lends: bool,
+}
+
+/// Where a child's read data is, for the vote.
+enum ChildData {
+    /// In the caller's buffer (child 0).
+    Caller,
+    /// In a pooled buffer the child read into.
+    Pool(DmaBuf),
+    /// In the child's own memory, lent by a zcopy; [`IoBuf::NONE`] until it completes.
+    Lent(IoBuf),
+}
+
+impl ChildData {
+    /// The child's data, `caller` being the parent's buffer.
+    ///
+    /// # Safety
+    /// Only once the child's I/O completed, while the request holds the child's channel.
+    unsafe fn bytes<'a>(&'a self, caller: &'a [u8]) -> &'a [u8] {
+        match self {
+            ChildData::Caller => caller,
+            ChildData::Pool(b) => b.as_slice(),
+            ChildData::Lent(view) => view.as_slice(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,7 +71,7 @@ struct Request {
     phase: Phase,
     pending: usize,
     statuses: Vec<i32>,
-    bufs: Vec<Option<DmaBuf>>,
+    data: Vec<ChildData>,
     ticket: ReadTicket,
     guarded_write: bool,
 }
@@ -96,6 +124,7 @@ impl QuorumChannel {
                     name: existing.name.clone(),
                     channel: existing.channel.clone(),
                     counters: existing.counters.clone(),
+                    lends: existing.lends,
                 });
                 continue;
             }
@@ -103,6 +132,7 @@ impl QuorumChannel {
                 Ok(channel) => next.push(ChildEntry {
                     id: child.id,
                     name: child.name.clone(),
+                    lends: child.bdev.io_type_supported(IoType::Zcopy),
                     channel,
                     counters: Rc::new(ChildCounters::default()),
                 }),
@@ -143,7 +173,7 @@ impl QuorumChannel {
             phase: Phase::Free,
             pending: 0,
             statuses: Vec::with_capacity(MAX_CHILDREN),
-            bufs: Vec::with_capacity(MAX_CHILDREN),
+            data: Vec::with_capacity(MAX_CHILDREN),
             ticket: None,
             guarded_write: false,
         });
@@ -156,7 +186,7 @@ impl QuorumChannel {
             let r = &mut requests[slot];
             r.children = None;
             r.phase = Phase::Free;
-            r.bufs.clear();
+            r.data.clear();
             r.parent.take().expect("request has a parent")
         };
         self.free.borrow_mut().push(slot);
@@ -175,13 +205,13 @@ impl QuorumChannel {
             (io.io_type, io.offset_blocks, io.num_blocks, io.buf, io.fua);
         let is_read = io_type == IoType::Read;
         let slot = self.alloc_slot();
-        let mut views = ArrayVec::<IoBuf, MAX_CHILDREN>::new();
+        let mut views = ArrayVec::<(IoType, IoBuf), MAX_CHILDREN>::new();
         {
             let mut requests = self.requests.borrow_mut();
             let r = &mut requests[slot];
             r.statuses.clear();
             r.statuses.resize(n, 0);
-            r.bufs.clear();
+            r.data.clear();
             r.pending = n;
             r.phase = Phase::FanOut;
             r.guarded_write = guarded_write;
@@ -189,32 +219,29 @@ impl QuorumChannel {
                 (Some(guard), true) => guard.read_ticket(offset, blocks),
                 _ => None,
             };
-            for i in 0..n {
-                if is_read && i > 0 {
+            for (i, child) in children.iter().enumerate() {
+                if !is_read || i == 0 {
+                    views.push((io_type, parent_buf));
+                    r.data.push(ChildData::Caller);
+                } else if child.lends {
+                    views.push((IoType::Zcopy, IoBuf::NONE));
+                    r.data.push(ChildData::Lent(IoBuf::NONE));
+                } else {
                     let mut b = DmaBuf::new(parent_buf.len());
                     // SAFETY: the buffer stays in the request until the request is freed,
                     // after every child I/O using it completed.
-                    views.push(unsafe { IoBuf::from_dma(&mut b) });
-                    r.bufs.push(Some(b));
-                } else {
-                    views.push(parent_buf);
-                    r.bufs.push(None);
+                    views.push((io_type, unsafe { IoBuf::from_dma(&mut b) }));
+                    r.data.push(ChildData::Pool(b));
                 }
             }
             r.parent = Some(io);
             r.children = Some(children.clone());
         }
         let done = self.done_handle();
-        for (i, child) in children.iter().enumerate() {
-            child.counters.count_submit(io_type);
-            let mut cio = IoHandle::new(
-                io_type,
-                offset,
-                blocks,
-                views[i],
-                done.clone(),
-                tag(slot, i),
-            );
+        for (i, (child, &(child_type, view))) in children.iter().zip(&views).enumerate() {
+            child.counters.count_submit(child_type);
+            let mut cio =
+                IoHandle::new(child_type, offset, blocks, view, done.clone(), tag(slot, i));
             cio.fua = fua;
             child.channel.submit(cio);
         }
@@ -321,11 +348,11 @@ impl QuorumChannel {
             // cost a 1 KiB memset per read (a tenth of a quorum read over null), and
             // `collect` a 1 KiB move.
             let mut results = ArrayVec::<ChildResult<'_>, MAX_CHILDREN>::new();
-            for (&status, buf) in r.statuses.iter().zip(&r.bufs) {
-                results.push(match (status, buf) {
-                    (0, Some(b)) => Ok(b.as_slice()),
-                    (0, None) => Ok(parent_data),
-                    (errno, _) => Err(errno),
+            for (&status, data) in r.statuses.iter().zip(&r.data) {
+                results.push(match status {
+                    // SAFETY: the child's I/O completed; the request holds its channel.
+                    0 => Ok(unsafe { data.bytes(parent_data) }),
+                    errno => Err(errno),
                 });
             }
             let bs = shared.block_size as u64;
@@ -353,10 +380,14 @@ impl QuorumChannel {
                 if winner != 0 {
                     let requests = self.requests.borrow();
                     let r = &requests[slot];
-                    let src = r.bufs[winner].as_ref().expect("winner buffer");
                     let parent = r.parent.as_ref().expect("parent");
-                    // SAFETY: the parent's buffer is ours until completion; sizes match.
-                    unsafe { parent.buf.as_mut_slice() }.copy_from_slice(src.as_slice());
+                    // SAFETY: the parent's buffer is ours until completion and is not the
+                    // winner's (child 0's); the winner's I/O completed and the request holds
+                    // its channel; sizes match.
+                    unsafe {
+                        let src = r.data[winner].bytes(&[]);
+                        parent.buf.as_mut_slice().copy_from_slice(src);
+                    }
                 }
                 for i in mismatched.iter() {
                     children[i]
@@ -559,6 +590,8 @@ impl BdevChannel for QuorumChannel {
             }
             IoType::Read | IoType::Flush | IoType::Reset => self.fan_out(io, false),
             IoType::Write | IoType::WriteZeroes | IoType::Unmap => self.submit_write(io),
+            // Not claimed (see `create`): the bdev layer refuses it before it gets here.
+            IoType::Zcopy => io.complete(Err(libc::ENOTSUP)),
         }
     }
 
@@ -572,10 +605,14 @@ impl IoDone for QuorumChannel {
         let slot = (io.tag >> 8) as usize;
         let child = (io.tag & 0xff) as usize;
         let status = io.status();
+        let lent = (io.io_type == IoType::Zcopy && status.is_ok()).then_some(io.buf);
         drop(io);
         let (phase, all_done) = {
             let mut requests = self.requests.borrow_mut();
             let r = &mut requests[slot];
+            if let (Some(view), Some(data)) = (lent, r.data.get_mut(child)) {
+                *data = ChildData::Lent(view);
+            }
             if r.phase != Phase::Rewrite {
                 if let Err(errno) = status {
                     if let Some(s) = r.statuses.get_mut(child) {

@@ -45,7 +45,7 @@ impl ChildCounters {
     /// Counts an I/O sent to the child.
     pub fn count_submit(&self, io_type: IoType) {
         let cell = match io_type {
-            IoType::Read => &self.reads,
+            IoType::Read | IoType::Zcopy => &self.reads,
             IoType::Write | IoType::WriteZeroes | IoType::Unmap => &self.writes,
             IoType::Flush => &self.flushes,
             IoType::Reset => return,

@@ -295,9 +295,10 @@ pub fn create(
             .then(|| RewriteGuard::new(first.block_size())),
         events: EventLog::new(name),
     });
+    // A quorum lends no child's memory: what it returns is the vote's winner.
     let supported = IoType::ALL
         .into_iter()
-        .filter(|t| bdevs.iter().all(|b| b.io_type_supported(*t)))
+        .filter(|&t| t != IoType::Zcopy && bdevs.iter().all(|b| b.io_type_supported(t)))
         .collect();
     let spec = BdevSpec {
         name: name.to_string(),

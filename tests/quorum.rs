@@ -460,10 +460,10 @@ fn blkverify_stops_on_first_differing_byte() {
 }
 
 #[test]
-fn lending_and_copying_children_vote_together() {
-    // Malloc children lend their blocks (zcopy) and are compared in place; an error bdev
-    // does not lend and reads into a pooled buffer; child 0 reads into the caller's buffer.
-    // All three kinds take part in one vote, and a corrupted one of each later kind loses.
+fn a_child_that_cannot_lend_makes_the_quorum_copy_every_child() {
+    // An error bdev cannot lend its memory, so this quorum copies every child's data: child
+    // 0 into the caller's buffer, the others into pooled buffers. A corrupted child of each
+    // place loses the vote. (The quorums of mallocs in the other tests lend, zcopy.)
     let rt = runtime(1);
     let kids = children(&rt, 3);
     let e1 = quorum_bdev::modules::error::create(&rt, "M1", None).unwrap();
@@ -474,28 +474,88 @@ fn lending_and_copying_children_vote_together() {
     write(&rt, &q, 32, &good).unwrap();
     assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
     assert!(events(&rt, "Q").is_empty());
-
-    // The lending child corrupted.
-    write(&rt, &kids[2], 32, &pattern(8 * 512, 0x42)).unwrap();
-    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
-    // The copying child corrupted (the lending one repaired): the lent data wins with
-    // child 0's.
-    write(&rt, &kids[2], 32, &good).unwrap();
-    write(&rt, &kids[1], 32, &pattern(8 * 512, 0x43)).unwrap();
-    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
-    // Child 0 corrupted: the winner's data replaces what it read into the caller's buffer.
-    write(&rt, &kids[1], 32, &good).unwrap();
-    write(&rt, &kids[0], 32, &pattern(8 * 512, 0x44)).unwrap();
-    assert_eq!(read(&rt, &q, 32, 8).unwrap(), good);
+    for (corrupt, seed) in [(2, 0x42), (1, 0x43), (0, 0x44)] {
+        write(&rt, &kids[corrupt], 32, &pattern(8 * 512, seed)).unwrap();
+        assert_eq!(
+            read(&rt, &q, 32, 8).unwrap(),
+            good,
+            "child {corrupt} corrupted"
+        );
+        write(&rt, &kids[corrupt], 32, &good).unwrap();
+    }
     let bad: Vec<_> = events(&rt, "Q")
         .iter()
         .map(|e| e["data"]["node-name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(bad, ["M2", "EE_M1", "M0"]);
+    assert_eq!(child_counters(&rt, "Q")[2]["reads"], 4);
+    rt.stop();
+}
+
+/// Sends each I/O's tag and status as its completion is delivered.
+struct Recorder {
+    tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
+}
+
+impl quorum_bdev::bdev::IoDone for Recorder {
+    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
+        let _ = self.tx.send((io.tag, io.status()));
+    }
+}
+
+#[test]
+fn a_read_is_voted_on_data_older_than_a_write_submitted_after_it() {
+    // A slow child (delay) next to mallocs: the read's vote waits for the slow child, and the
+    // write submitted right after the read reaches the mallocs before that. Malloc data is
+    // fixed when its read completes, so the vote sees three old versions; had the mallocs
+    // lent their memory (zcopy), it would see the write's data there and report the slow
+    // child as bad. The quorum lends only when every child does.
+    use quorum_bdev::bdev::{IoBuf, IoHandle};
+    use quorum_bdev::modules::delay::{self, Latencies};
+    use quorum_bdev::runtime::buf::DmaBuf;
+
+    let rt = runtime(1);
+    let _kids = children(&rt, 3);
+    let slow = Latencies {
+        avg_read: 2000,
+        p99_read: 2000,
+        avg_write: 2000,
+        p99_write: 2000,
+    };
+    delay::create(&rt, "D0".into(), "M0", slow, None).unwrap();
+    let names = vec!["D0".to_string(), "M1".to_string(), "M2".to_string()];
+    let q = quorum::create(&rt, "Q", &names, opts(2), None).unwrap();
+    let (old, new) = (pattern(4096, 1), pattern(4096, 2));
+    write(&rt, &q, 0, &old).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (bufs_tx, bufs_rx) = crossbeam_channel::bounded(1);
+    let (bdev, data) = (q.clone(), new.clone());
+    rt.send_msg(0, move || {
+        let channel = bdev.io_channel().unwrap();
+        let done: std::rc::Rc<dyn quorum_bdev::bdev::IoDone> = std::rc::Rc::new(Recorder { tx });
+        let mut bufs = [DmaBuf::new(4096), DmaBuf::new(4096)];
+        bufs[1].as_mut_slice().copy_from_slice(&data);
+        for (tag, io_type) in [IoType::Read, IoType::Write].into_iter().enumerate() {
+            // SAFETY: the buffers go back to the test thread, which reads them only after
+            // both completions arrived.
+            let view = unsafe { IoBuf::from_dma(&mut bufs[tag]) };
+            channel.submit(IoHandle::new(io_type, 0, 8, view, done.clone(), tag as u64));
+        }
+        let _ = bufs_tx.send(bufs);
+    });
+    let bufs = bufs_rx.recv().unwrap();
+    let mut statuses = [None, None];
+    for _ in 0..2 {
+        let (tag, status) = rx.recv().unwrap();
+        statuses[tag as usize] = Some(status);
+    }
+    assert_eq!(statuses, [Some(Ok(())), Some(Ok(()))]);
     assert_eq!(
-        child_counters(&rt, "Q")[2]["reads"],
-        4,
-        "a zcopy counts as a read"
+        bufs[0].as_slice(),
+        &old[..],
+        "the read's vote took the old data"
     );
+    assert!(events(&rt, "Q").is_empty(), "{:?}", events(&rt, "Q"));
+    assert_eq!(read(&rt, &q, 0, 8).unwrap(), new);
     rt.stop();
 }

@@ -1,9 +1,9 @@
 //! The quorum's per-reactor data path. Every parent I/O fans out to all children at once on
 //! this reactor; child 0 reads straight into the caller's buffer and the others into pooled
-//! buffers, so agreement costs one memcmp per extra child and no copy. A child that can lend
-//! its memory (zcopy, a malloc bdev) is compared in place instead of copied into a pooled
-//! buffer first. Requests live in a per-channel slab indexed by the child I/O's tag: no
-//! allocation per I/O once warm.
+//! buffers, so agreement costs one memcmp per extra child and no copy. When every child can
+//! lend its memory (zcopy: a quorum of malloc bdevs), the children after the first are
+//! compared in place instead of copied into pooled buffers first. Requests live in a
+//! per-channel slab indexed by the child I/O's tag: no allocation per I/O once warm.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -204,6 +204,13 @@ impl QuorumChannel {
         let (io_type, offset, blocks, parent_buf, fua) =
             (io.io_type, io.offset_blocks, io.num_blocks, io.buf, io.fua);
         let is_read = io_type == IoType::Read;
+        // Only when all lend: a lent view shows the child's memory as of the vote, while a
+        // copying child's data is fixed when it completes. Children that all complete as
+        // their completions are delivered (memory bdevs, in submission order) are voted on
+        // before any later I/O's data moves; with a slower child among them, a write
+        // submitted after the read could reach the lent memory first and be reported as a
+        // bad version.
+        let zcopy = is_read && children.iter().all(|c| c.lends);
         let slot = self.alloc_slot();
         let mut views = ArrayVec::<(IoType, IoBuf), MAX_CHILDREN>::new();
         {
@@ -219,11 +226,11 @@ impl QuorumChannel {
                 (Some(guard), true) => guard.read_ticket(offset, blocks),
                 _ => None,
             };
-            for (i, child) in children.iter().enumerate() {
+            for i in 0..n {
                 if !is_read || i == 0 {
                     views.push((io_type, parent_buf));
                     r.data.push(ChildData::Caller);
-                } else if child.lends {
+                } else if zcopy {
                     views.push((IoType::Zcopy, IoBuf::NONE));
                     r.data.push(ChildData::Lent(IoBuf::NONE));
                 } else {

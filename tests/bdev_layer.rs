@@ -132,67 +132,29 @@ fn statistics_count_each_reactor() {
     rt.stop();
 }
 
-/// Reports each I/O's tag and status, in the order their completions are delivered.
-struct Recorder {
-    tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
-}
-
-impl quorum_bdev::bdev::IoDone for Recorder {
-    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
-        let _ = self.tx.send((io.tag, io.status()));
-    }
-}
-
 #[test]
 fn overlapping_io_in_flight_takes_effect_in_submission_order() {
     // Malloc moves data when a completion is delivered, not at submission; overlapping I/O
     // submitted in one go must still see each other's effects in submission order: a read
     // sees the writes submitted before it and none after it.
-    use quorum_bdev::bdev::{IoBuf, IoHandle};
-    use quorum_bdev::runtime::buf::DmaBuf;
-    use std::rc::Rc;
-
     let rt = runtime(1);
     let m = malloc::create(&rt, None, 64, 512, None).unwrap();
     let old = pattern(512, 1);
     write(&rt, &m, 5, &old).unwrap();
     let (a, b) = (pattern(512, 2), pattern(512, 3));
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (bufs_tx, bufs_rx) = crossbeam_channel::bounded(1);
-    let bdev = m.clone();
-    let (wa, wb) = (a.clone(), b.clone());
-    rt.send_msg(0, move || {
-        let channel = bdev.io_channel().unwrap();
-        let done: Rc<dyn quorum_bdev::bdev::IoDone> = Rc::new(Recorder { tx });
-        // Tags: 0 read, 1 write A, 2 read, 3 write_zeroes, 4 read, 5 write B, 6 read.
-        let mut bufs: Vec<DmaBuf> = (0..7).map(|_| DmaBuf::new(512)).collect();
-        bufs[1].as_mut_slice().copy_from_slice(&wa);
-        bufs[5].as_mut_slice().copy_from_slice(&wb);
-        let ops = [
-            IoType::Read,
-            IoType::Write,
-            IoType::Read,
-            IoType::WriteZeroes,
-            IoType::Read,
-            IoType::Write,
-            IoType::Read,
-        ];
-        for (tag, io_type) in ops.into_iter().enumerate() {
-            let view = if io_type == IoType::WriteZeroes {
-                IoBuf::NONE
-            } else {
-                // SAFETY: the buffers go back to the test thread, which waits for every
-                // completion before reading them.
-                unsafe { IoBuf::from_dma(&mut bufs[tag]) }
-            };
-            channel.submit(IoHandle::new(io_type, 5, 1, view, done.clone(), tag as u64));
-        }
-        let _ = bufs_tx.send(bufs);
-    });
-    let bufs = bufs_rx.recv().unwrap();
+    let read_op = || (IoType::Read, vec![0; 512]);
+    let ops = vec![
+        read_op(),
+        (IoType::Write, a.clone()),
+        read_op(),
+        (IoType::WriteZeroes, Vec::new()),
+        read_op(),
+        (IoType::Write, b.clone()),
+        read_op(),
+    ];
+    let (delivered, bufs) = common::submit_together(&rt, &m, 5, 1, ops);
     let mut order = Vec::new();
-    for _ in 0..7 {
-        let (tag, status) = rx.recv().unwrap();
+    for (tag, status) in delivered {
         assert_eq!(status, Ok(()), "I/O {tag}");
         order.push(tag);
     }
@@ -201,13 +163,10 @@ fn overlapping_io_in_flight_takes_effect_in_submission_order() {
         (0..7).collect::<Vec<_>>(),
         "completions in submission order"
     );
-    assert_eq!(bufs[0].as_slice(), &old[..], "read before every write");
-    assert_eq!(bufs[2].as_slice(), &a[..], "read after write A");
-    assert!(
-        bufs[4].as_slice().iter().all(|&x| x == 0),
-        "read after write_zeroes"
-    );
-    assert_eq!(bufs[6].as_slice(), &b[..], "read after write B");
+    assert_eq!(bufs[0], old, "read before every write");
+    assert_eq!(bufs[2], a, "read after write A");
+    assert!(bufs[4].iter().all(|&x| x == 0), "read after write_zeroes");
+    assert_eq!(bufs[6], b, "read after write B");
     assert_eq!(read(&rt, &m, 5, 1).unwrap(), b);
     rt.stop();
 }

@@ -492,17 +492,6 @@ fn a_child_that_cannot_lend_makes_the_quorum_copy_every_child() {
     rt.stop();
 }
 
-/// Sends each I/O's tag and status as its completion is delivered.
-struct Recorder {
-    tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
-}
-
-impl quorum_bdev::bdev::IoDone for Recorder {
-    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
-        let _ = self.tx.send((io.tag, io.status()));
-    }
-}
-
 #[test]
 fn a_read_is_voted_on_data_older_than_a_write_submitted_after_it() {
     // A slow child (delay) next to mallocs: the read's vote waits for the slow child, and the
@@ -510,9 +499,7 @@ fn a_read_is_voted_on_data_older_than_a_write_submitted_after_it() {
     // fixed when its read completes, so the vote sees three old versions; had the mallocs
     // lent their memory (zcopy), it would see the write's data there and report the slow
     // child as bad. The quorum lends only when every child does.
-    use quorum_bdev::bdev::{IoBuf, IoHandle};
     use quorum_bdev::modules::delay::{self, Latencies};
-    use quorum_bdev::runtime::buf::DmaBuf;
 
     let rt = runtime(1);
     let _kids = children(&rt, 3);
@@ -527,34 +514,11 @@ fn a_read_is_voted_on_data_older_than_a_write_submitted_after_it() {
     let q = quorum::create(&rt, "Q", &names, opts(2), None).unwrap();
     let (old, new) = (pattern(4096, 1), pattern(4096, 2));
     write(&rt, &q, 0, &old).unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (bufs_tx, bufs_rx) = crossbeam_channel::bounded(1);
-    let (bdev, data) = (q.clone(), new.clone());
-    rt.send_msg(0, move || {
-        let channel = bdev.io_channel().unwrap();
-        let done: std::rc::Rc<dyn quorum_bdev::bdev::IoDone> = std::rc::Rc::new(Recorder { tx });
-        let mut bufs = [DmaBuf::new(4096), DmaBuf::new(4096)];
-        bufs[1].as_mut_slice().copy_from_slice(&data);
-        for (tag, io_type) in [IoType::Read, IoType::Write].into_iter().enumerate() {
-            // SAFETY: the buffers go back to the test thread, which reads them only after
-            // both completions arrived.
-            let view = unsafe { IoBuf::from_dma(&mut bufs[tag]) };
-            channel.submit(IoHandle::new(io_type, 0, 8, view, done.clone(), tag as u64));
-        }
-        let _ = bufs_tx.send(bufs);
-    });
-    let bufs = bufs_rx.recv().unwrap();
-    let mut statuses = [None, None];
-    for _ in 0..2 {
-        let (tag, status) = rx.recv().unwrap();
-        statuses[tag as usize] = Some(status);
-    }
-    assert_eq!(statuses, [Some(Ok(())), Some(Ok(()))]);
-    assert_eq!(
-        bufs[0].as_slice(),
-        &old[..],
-        "the read's vote took the old data"
-    );
+    let ops = vec![(IoType::Read, vec![0; 4096]), (IoType::Write, new.clone())];
+    let (mut delivered, bufs) = common::submit_together(&rt, &q, 0, 8, ops);
+    delivered.sort_by_key(|&(tag, _)| tag);
+    assert_eq!(delivered, [(0, Ok(())), (1, Ok(()))]);
+    assert_eq!(bufs[0], old, "the read's vote took the old data");
     assert!(events(&rt, "Q").is_empty(), "{:?}", events(&rt, "Q"));
     assert_eq!(read(&rt, &q, 0, 8).unwrap(), new);
     rt.stop();

@@ -36,3 +36,68 @@ pub fn delete(rt: &Runtime, name: &str) -> Result<(), quorum_bdev::bdev::BdevErr
     });
     rx.recv().unwrap()
 }
+
+/// Sends each I/O's tag and status as its completion is delivered.
+struct Recorder {
+    tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
+}
+
+impl quorum_bdev::bdev::IoDone for Recorder {
+    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
+        let _ = self.tx.send((io.tag, io.status()));
+    }
+}
+
+/// Submits `ops` to the same blocks of `bdev` in one go on reactor 0, all in flight at once
+/// (each with its data, empty for a data-less type; a read's is its buffer's length), and
+/// waits for them. Returns the tags (positions in `ops`) and statuses in the order their
+/// completions were delivered, and every buffer as it was afterwards.
+pub fn submit_together(
+    rt: &Runtime,
+    bdev: &std::sync::Arc<quorum_bdev::bdev::Bdev>,
+    offset_blocks: u64,
+    num_blocks: u64,
+    ops: Vec<(quorum_bdev::bdev::IoType, Vec<u8>)>,
+) -> (Vec<(u64, Result<(), i32>)>, Vec<Vec<u8>>) {
+    use quorum_bdev::bdev::{IoBuf, IoHandle};
+    use quorum_bdev::runtime::buf::DmaBuf;
+    let n = ops.len();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (bufs_tx, bufs_rx) = crossbeam_channel::bounded(1);
+    let bdev = bdev.clone();
+    rt.send_msg(0, move || {
+        let channel = bdev.io_channel().unwrap();
+        let done: std::rc::Rc<dyn quorum_bdev::bdev::IoDone> = std::rc::Rc::new(Recorder { tx });
+        let mut bufs: Vec<Option<DmaBuf>> = Vec::new();
+        for (tag, (io_type, data)) in ops.into_iter().enumerate() {
+            let mut buf = (!data.is_empty()).then(|| {
+                let mut b = DmaBuf::new(data.len());
+                b.as_mut_slice().copy_from_slice(&data);
+                b
+            });
+            // SAFETY: the buffers go back to the test thread, which reads them only after
+            // every completion arrived.
+            let view = buf
+                .as_mut()
+                .map_or(IoBuf::NONE, |b| unsafe { IoBuf::from_dma(b) });
+            bufs.push(buf);
+            let io = IoHandle::new(
+                io_type,
+                offset_blocks,
+                num_blocks,
+                view,
+                done.clone(),
+                tag as u64,
+            );
+            channel.submit(io);
+        }
+        let _ = bufs_tx.send(bufs);
+    });
+    let bufs = bufs_rx.recv().unwrap();
+    let delivered = (0..n).map(|_| rx.recv().unwrap()).collect();
+    let bufs = bufs
+        .into_iter()
+        .map(|b| b.map_or_else(Vec::new, |b| b.as_slice().to_vec()))
+        .collect();
+    (delivered, bufs)
+}

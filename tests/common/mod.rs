@@ -48,6 +48,9 @@ impl quorum_bdev::bdev::IoDone for Recorder {
     }
 }
 
+/// Tags (positions in the submitted list) and statuses, in the order completions came.
+pub type Delivered = Vec<(u64, Result<(), i32>)>;
+
 /// Submits `ops` to the same blocks of `bdev` in one go on reactor 0, all in flight at once
 /// (each with its data, empty for a data-less type; a read's is its buffer's length), and
 /// waits for them. Returns the tags (positions in `ops`) and statuses in the order their
@@ -58,7 +61,7 @@ pub fn submit_together(
     offset_blocks: u64,
     num_blocks: u64,
     ops: Vec<(quorum_bdev::bdev::IoType, Vec<u8>)>,
-) -> (Vec<(u64, Result<(), i32>)>, Vec<Vec<u8>>) {
+) -> (Delivered, Vec<Vec<u8>>) {
     use quorum_bdev::bdev::{IoBuf, IoHandle};
     use quorum_bdev::runtime::buf::DmaBuf;
     let n = ops.len();

@@ -152,21 +152,24 @@ fn overlapping_io_in_flight_takes_effect_in_submission_order() {
         (IoType::Write, b.clone()),
         read_op(),
     ];
-    let (delivered, bufs) = common::submit_together(&rt, &m, 5, 1, ops);
+    let delivered = common::submit_together(&rt, &m, 5, 1, ops);
     let mut order = Vec::new();
-    for (tag, status) in delivered {
-        assert_eq!(status, Ok(()), "I/O {tag}");
-        order.push(tag);
+    for d in &delivered {
+        assert_eq!(d.status, Ok(()), "I/O {}", d.tag);
+        order.push(d.tag);
     }
     assert_eq!(
         order,
         (0..7).collect::<Vec<_>>(),
         "completions in submission order"
     );
-    assert_eq!(bufs[0], old, "read before every write");
-    assert_eq!(bufs[2], a, "read after write A");
-    assert!(bufs[4].iter().all(|&x| x == 0), "read after write_zeroes");
-    assert_eq!(bufs[6], b, "read after write B");
+    assert_eq!(delivered[0].data, old, "read before every write");
+    assert_eq!(delivered[2].data, a, "read after write A");
+    assert!(
+        delivered[4].data.iter().all(|&x| x == 0),
+        "read after write_zeroes"
+    );
+    assert_eq!(delivered[6].data, b, "read after write B");
     assert_eq!(read(&rt, &m, 5, 1).unwrap(), b);
     rt.stop();
 }
@@ -241,19 +244,6 @@ fn a_parent_finished_from_a_child_callback_is_delivered_at_once_and_otherwise_qu
     rt.stop();
 }
 
-/// Sends back the status of a zcopy and a copy of the memory it lent.
-struct LentCopy {
-    tx: crossbeam_channel::Sender<(Result<(), i32>, Vec<u8>)>,
-}
-
-impl quorum_bdev::bdev::IoDone for LentCopy {
-    fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
-        // SAFETY: the I/O completed and its channel is alive while the callback runs.
-        let lent = unsafe { io.buf.as_slice() }.to_vec();
-        let _ = self.tx.send((io.status(), lent));
-    }
-}
-
 /// Submits a zcopy on reactor 0 and returns its status and the bytes it lent.
 fn zcopy(
     rt: &quorum_bdev::runtime::Runtime,
@@ -261,22 +251,9 @@ fn zcopy(
     offset_blocks: u64,
     num_blocks: u64,
 ) -> (Result<(), i32>, Vec<u8>) {
-    use quorum_bdev::bdev::{IoBuf, IoHandle};
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let bdev = bdev.clone();
-    rt.send_msg(0, move || {
-        let channel = bdev.io_channel().unwrap();
-        let done = std::rc::Rc::new(LentCopy { tx });
-        channel.submit(IoHandle::new(
-            IoType::Zcopy,
-            offset_blocks,
-            num_blocks,
-            IoBuf::NONE,
-            done,
-            0,
-        ));
-    });
-    rx.recv().unwrap()
+    let ops = vec![(IoType::Zcopy, Vec::new())];
+    let d = common::submit_together(rt, bdev, offset_blocks, num_blocks, ops).remove(0);
+    (d.status, d.data)
 }
 
 #[test]

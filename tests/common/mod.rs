@@ -37,31 +37,46 @@ pub fn delete(rt: &Runtime, name: &str) -> Result<(), quorum_bdev::bdev::BdevErr
     rx.recv().unwrap()
 }
 
-/// Sends each I/O's tag and status as its completion is delivered.
+/// What one I/O of [`submit_together`] ended with.
+pub struct Delivery {
+    /// Position in the submitted list.
+    pub tag: u64,
+    /// How it ended.
+    pub status: Result<(), i32>,
+    /// Its buffer's bytes when its completion was delivered: what a read read, what a zcopy
+    /// lent (empty for a data-less type or a refused zcopy).
+    pub data: Vec<u8>,
+}
+
+/// Sends each I/O's [`Delivery`] as its completion is delivered.
 struct Recorder {
-    tx: crossbeam_channel::Sender<(u64, Result<(), i32>)>,
+    tx: crossbeam_channel::Sender<Delivery>,
 }
 
 impl quorum_bdev::bdev::IoDone for Recorder {
     fn io_done(&self, io: quorum_bdev::bdev::IoHandle) {
-        let _ = self.tx.send((io.tag, io.status()));
+        // SAFETY: the I/O completed and its memory is alive while its callback runs: the
+        // submitter's buffers wait on the test thread for every completion, and lent memory
+        // belongs to the bdev, registered until the test ends.
+        let data = unsafe { io.buf.as_slice() }.to_vec();
+        let _ = self.tx.send(Delivery {
+            tag: io.tag,
+            status: io.status(),
+            data,
+        });
     }
 }
 
-/// Tags (positions in the submitted list) and statuses, in the order completions came.
-pub type Delivered = Vec<(u64, Result<(), i32>)>;
-
 /// Submits `ops` to the same blocks of `bdev` in one go on reactor 0, all in flight at once
-/// (each with its data, empty for a data-less type; a read's is its buffer's length), and
-/// waits for them. Returns the tags (positions in `ops`) and statuses in the order their
-/// completions were delivered, and every buffer as it was afterwards.
+/// (each with its data, empty for a data-less type or a zcopy; a read's is its buffer's
+/// length), and waits for them. Returns their deliveries in the order they came.
 pub fn submit_together(
     rt: &Runtime,
     bdev: &std::sync::Arc<quorum_bdev::bdev::Bdev>,
     offset_blocks: u64,
     num_blocks: u64,
     ops: Vec<(quorum_bdev::bdev::IoType, Vec<u8>)>,
-) -> (Delivered, Vec<Vec<u8>>) {
+) -> Vec<Delivery> {
     use quorum_bdev::bdev::{IoBuf, IoHandle};
     use quorum_bdev::runtime::buf::DmaBuf;
     let n = ops.len();
@@ -78,8 +93,8 @@ pub fn submit_together(
                 b.as_mut_slice().copy_from_slice(&data);
                 b
             });
-            // SAFETY: the buffers go back to the test thread, which reads them only after
-            // every completion arrived.
+            // SAFETY: the buffers go to the test thread, which keeps them until every
+            // completion arrived.
             let view = buf
                 .as_mut()
                 .map_or(IoBuf::NONE, |b| unsafe { IoBuf::from_dma(b) });
@@ -98,9 +113,6 @@ pub fn submit_together(
     });
     let bufs = bufs_rx.recv().unwrap();
     let delivered = (0..n).map(|_| rx.recv().unwrap()).collect();
-    let bufs = bufs
-        .into_iter()
-        .map(|b| b.map_or_else(Vec::new, |b| b.as_slice().to_vec()))
-        .collect();
-    (delivered, bufs)
+    drop(bufs);
+    delivered
 }

@@ -28,8 +28,6 @@ pub(super) struct ChildEntry {
     pub(super) name: Arc<str>,
     pub(super) channel: IoChannel,
     pub(super) counters: Rc<ChildCounters>,
-    /// Whether the child lends its memory for reads (zcopy).
-    pub(super) lends: bool,
 }
 
 /// Where a child's read data is, for the vote.
@@ -124,7 +122,6 @@ impl QuorumChannel {
                     name: existing.name.clone(),
                     channel: existing.channel.clone(),
                     counters: existing.counters.clone(),
-                    lends: existing.lends,
                 });
                 continue;
             }
@@ -132,7 +129,6 @@ impl QuorumChannel {
                 Ok(channel) => next.push(ChildEntry {
                     id: child.id,
                     name: child.name.clone(),
-                    lends: child.bdev.io_type_supported(IoType::Zcopy),
                     channel,
                     counters: Rc::new(ChildCounters::default()),
                 }),
@@ -210,7 +206,10 @@ impl QuorumChannel {
         // before any later I/O's data moves; with a slower child among them, a write
         // submitted after the read could reach the lent memory first and be reported as a
         // bad version.
-        let zcopy = is_read && children.iter().all(|c| c.lends);
+        let zcopy = is_read
+            && children
+                .iter()
+                .all(|c| c.channel.bdev().io_type_supported(IoType::Zcopy));
         let slot = self.alloc_slot();
         let mut views = ArrayVec::<(IoType, IoBuf), MAX_CHILDREN>::new();
         {

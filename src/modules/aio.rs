@@ -244,16 +244,18 @@ impl AioEngine {
         // process by io_setup until io_destroy (in Drop). The kernel writes `tail` and the
         // events and reads `head`; we write only `head`, after copying the events out, with
         // the fences SPDK uses between the two sides.
+        // The header is only ever accessed through raw places: the kernel changes it under us,
+        // so no Rust reference to it may exist.
         unsafe {
-            let r = &*ring;
-            if std::ptr::read_volatile(&r.magic) != AIO_RING_MAGIC
-                || std::ptr::read_volatile(&r.incompat_features) != 0
+            use std::ptr::{addr_of, addr_of_mut};
+            if addr_of!((*ring).magic).read_volatile() != AIO_RING_MAGIC
+                || addr_of!((*ring).incompat_features).read_volatile() != 0
             {
                 return None;
             }
-            let size = std::ptr::read_volatile(&r.size);
-            let head = std::ptr::read_volatile(&r.head);
-            let tail = std::ptr::read_volatile(&r.tail);
+            let size = addr_of!((*ring).size).read_volatile();
+            let head = addr_of!((*ring).head).read_volatile();
+            let tail = addr_of!((*ring).tail).read_volatile();
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             if size == 0 || head >= size || tail >= size {
                 return None;
@@ -264,16 +266,15 @@ impl AioEngine {
                 tail + size - head
             };
             let count = (available as usize).min(max);
-            let events = (ring as *const u8).add(r.header_length as usize) as *const IoEvent;
+            let header_length = addr_of!((*ring).header_length).read_volatile() as usize;
+            let events = (ring as *const u8).add(header_length) as *const IoEvent;
             for k in 0..count {
                 let e = std::ptr::read_volatile(events.add((head as usize + k) % size as usize));
                 out.push((e.data, e.res as i32));
             }
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-            std::ptr::write_volatile(
-                &mut (*ring).head,
-                ((head as usize + count) % size as usize) as u32,
-            );
+            addr_of_mut!((*ring).head)
+                .write_volatile(((head as usize + count) % size as usize) as u32);
             Some(count)
         }
     }

@@ -176,21 +176,23 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     None
 }
 
+/// `data` as segments cut at `cuts` (sorted offsets inside it), as a scattered parent
+/// would hold it: for tests.
+#[cfg(test)]
+pub(crate) fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+        out.push(IoSlice::new(&data[at..c]));
+        at = c;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// `data` cut at `cuts` (sorted, deduplicated offsets inside it).
-    fn split<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<IoSlice<'a>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &c in cuts.iter().chain(std::iter::once(&data.len())) {
-            out.push(IoSlice::new(&data[at..c]));
-            at = c;
-        }
-        out
-    }
 
     fn cuts(len: usize) -> impl Strategy<Value = Vec<usize>> {
         proptest::collection::btree_set(0..=len, 0..6).prop_map(|s| s.into_iter().collect())

@@ -124,10 +124,10 @@ pub struct Rewrite {
     /// Whether the winner's data must first be copied into the parent's buffer (it did not
     /// read into it).
     pub copy_to_parent: bool,
-    /// The children to write it to. The host writes from memory it owns holding a copy of
-    /// the winner, never from the parent's buffer: a child may change the memory it is
-    /// given (SPDK's error bdev corrupts writes in place), and the parent must return
-    /// exactly the winning version.
+    /// The children to write it to. The host writes to each from memory it owns holding a
+    /// copy of the winner, one copy per child, never from the parent's buffer: a child may
+    /// change the memory it is given (SPDK's error bdev corrupts writes in place), and the
+    /// parent must return exactly the winning version, and every other child get it.
     pub children: ChildSet,
 }
 

@@ -5,13 +5,12 @@
 //! corrupts the memory it is given to write. The data returned, the errno, the events, the
 //! counters and every child's final bytes must be what QEMU would give.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::bytes::ChildBytes;
+use crate::bytes::{split, ChildBytes};
 use crate::counters::{ChildCounters, CounterSnapshot};
 use crate::events::{strerror, EventIds, EventKind, EventSink};
 use crate::io::{Children, IoKind, QuorumIo, Request, Step};
@@ -139,17 +138,6 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
-/// `data` as segments cut at `cuts`.
-fn segments<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<IoSlice<'a>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for &c in cuts.iter().chain(std::iter::once(&data.len())) {
-        out.push(IoSlice::new(&data[at..c]));
-        at = c;
-    }
-    out
-}
-
 /// A child I/O the simulated host has in flight.
 struct Flight {
     child: usize,
@@ -257,7 +245,7 @@ fn run(case: &Case) -> Run {
             }
             Step::Vote => {
                 let first = case.participants.iter().next().unwrap();
-                let pieces = segments(&parent, &case.cuts);
+                let pieces = split(&parent, &case.cuts);
                 let own = &own;
                 io.vote(&q, &kids, |c| {
                     if c == first {

@@ -74,6 +74,21 @@ pub struct Outcome {
     pub report_bad: Vec<(usize, i32)>,
 }
 
+/// Each child's completion as QEMU's `*_entry` callbacks count it: the successes, and a
+/// REPORT_BAD with its errno for each failure.
+fn completions(rets: &[i32]) -> (usize, Vec<(usize, i32)>) {
+    let mut report_bad = Vec::new();
+    let mut success_count = 0;
+    for (i, &r) in rets.iter().enumerate() {
+        if r == 0 {
+            success_count += 1;
+        } else {
+            report_bad.push((i, -r));
+        }
+    }
+    (success_count, report_bad)
+}
+
 /// `read_quorum_children` + `read_quorum_children_entry` +
 /// `quorum_vote`. `children[i]` is `Ok(data)` or `Err(-errno)`.
 // Index loops kept on purpose: they mirror quorum.c line by line.
@@ -87,15 +102,7 @@ pub fn read(children: &[Result<Vec<u8>, i32>], threshold: usize) -> Outcome {
             Err(r) => *r,
         })
         .collect();
-    let mut report_bad = Vec::new();
-    let mut success_count = 0;
-    for (i, &r) in rets.iter().enumerate() {
-        if r == 0 {
-            success_count += 1;
-        } else {
-            report_bad.push((i, -r));
-        }
-    }
+    let (success_count, mut report_bad) = completions(&rets);
     let buf = |i: usize| children[i].as_ref().unwrap();
     // quorum_has_too_much_io_failed
     if success_count < threshold {
@@ -161,15 +168,7 @@ pub fn read(children: &[Result<Vec<u8>, i32>], threshold: usize) -> Outcome {
 
 /// `quorum_co_pwritev` + `write_quorum_entry`.
 pub fn write(rets: &[i32], threshold: usize) -> Outcome {
-    let mut report_bad = Vec::new();
-    let mut success_count = 0;
-    for (i, &r) in rets.iter().enumerate() {
-        if r == 0 {
-            success_count += 1;
-        } else {
-            report_bad.push((i, -r));
-        }
-    }
+    let (success_count, report_bad) = completions(rets);
     let ret = if success_count < threshold {
         vote_error(rets)
     } else {

@@ -95,6 +95,19 @@ impl ChildSet {
         ChildSet(0)
     }
 
+    /// Children `0..n`: every child of a quorum, the participants of most I/Os.
+    ///
+    /// # Panics
+    /// If `n > MAX_CHILDREN` (a configuration error, never data dependent).
+    pub const fn first(n: usize) -> Self {
+        assert!(n <= MAX_CHILDREN, "more children than MAX_CHILDREN");
+        if n == MAX_CHILDREN {
+            ChildSet(u64::MAX)
+        } else {
+            ChildSet((1u64 << n) - 1)
+        }
+    }
+
     /// Adds child `i`; how the vote accumulates failed and mismatched children.
     ///
     /// # Panics
@@ -884,6 +897,9 @@ mod tests {
         s.remove(5);
         s.remove(100);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![0, 63]);
+        assert_eq!(ChildSet::first(0), ChildSet::EMPTY);
+        assert_eq!(ChildSet::first(3).iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(ChildSet::first(64).len(), 64);
     }
 
     #[test]

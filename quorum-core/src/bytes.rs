@@ -113,6 +113,7 @@ impl<'a> ChildBytes<'a> {
 
 impl PartialEq for ChildBytes<'_> {
     /// Same bytes, however each side is split.
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         if let (ChildBytes::Flat(a), ChildBytes::Flat(b)) = (self, other) {
             return a == b;

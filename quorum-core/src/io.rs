@@ -18,7 +18,7 @@ use crate::events::OpType;
 use crate::guard::ReadTicket;
 use crate::options::ReadPattern;
 use crate::quorum::Quorum;
-use crate::vote::{vote_read, vote_write, ChildResult, ChildSet, Verdict, MAX_CHILDREN};
+use crate::vote::{vote_read, write_outcome, ChildResult, ChildSet, Verdict, MAX_CHILDREN};
 
 /// Bytes a [`QuorumIo`] takes; a host placing it in foreign memory (SPDK's `driver_ctx`)
 /// sizes that memory from this and checks it at compile time.
@@ -234,6 +234,7 @@ impl QuorumIo {
     /// every participant (pattern quorum) or go to the first (fifo); writes, write_zeroes
     /// and unmaps wait while a rewrite holds their blocks ([`Step::Retry`]); with no
     /// participant the I/O fails with ENODEV.
+    #[inline]
     pub fn start<K: Children + ?Sized>(
         &mut self,
         q: &Quorum,
@@ -302,6 +303,9 @@ impl QuorumIo {
     }
 
     /// Records that `child`'s I/O ended with `result` (`Err(positive errno)`).
+    // Inline: it runs once per child I/O and mostly only says "wait"; the rare ends it
+    // leads to (fifo retries, write votes, rewrites) stay calls.
+    #[inline]
     pub fn on_child_done<K: Children + ?Sized>(
         &mut self,
         q: &Quorum,
@@ -386,12 +390,19 @@ impl QuorumIo {
         // Only as many entries as participants, pushed in place: a full MAX_CHILDREN array
         // cost a 1 KiB memset per read (a tenth of a quorum read over null).
         let mut results = ArrayVec::<ChildResult<'a>, MAX_CHILDREN>::new();
-        for c in self.participants {
-            results.push(if self.failed.contains(c) {
-                Err(self.errno(c))
-            } else {
-                Ok(data(c))
-            });
+        if self.failed.is_empty() && is_every_child(self.participants) {
+            // The path almost every read takes: every child, all read.
+            for c in 0..self.participants.len() {
+                results.push(Ok(data(c)));
+            }
+        } else {
+            for c in self.participants {
+                results.push(if self.failed.contains(c) {
+                    Err(self.errno(c))
+                } else {
+                    Ok(data(c))
+                });
+            }
         }
         if options.blkverify {
             if let (Some(Ok(a)), Some(Ok(b))) = (results.first(), results.get(1)) {
@@ -468,15 +479,9 @@ impl QuorumIo {
 
     /// Writes, write_zeroes, unmaps, flushes and resets: QEMU's threshold rule.
     fn finish_write_like<K: Children + ?Sized>(&mut self, q: &Quorum, kids: &K) -> Step {
-        let mut results = ArrayVec::<Result<(), i32>, MAX_CHILDREN>::new();
-        for c in self.participants {
-            results.push(if self.failed.contains(c) {
-                Err(self.errno(c))
-            } else {
-                Ok(())
-            });
-        }
-        let verdict = vote_write(&results, q.options().vote_threshold);
+        let successes = self.participants.len() - self.failed.len();
+        let errnos = self.failed.iter().map(|c| self.errno(c));
+        let outcome = write_outcome(successes, errnos, q.options().vote_threshold);
         // QEMU reports a failed flush over the whole child (quorum_co_flush).
         let (offset, len) = if self.kind == IoKind::Flush {
             let g = q.geometry();
@@ -495,15 +500,10 @@ impl QuorumIo {
                 guard.end_write(self.offset_blocks, self.num_blocks);
             }
         }
-        match verdict {
-            Verdict::Ok { .. } => self.complete(None, Ok(())),
-            Verdict::Failed { errno, .. } => {
-                if self.kind.writes_data() {
-                    q.events().failure(offset, len);
-                }
-                self.complete(None, Err(errno))
-            }
+        if outcome.is_err() && self.kind.writes_data() {
+            q.events().failure(offset, len);
         }
+        self.complete(None, outcome)
     }
 }
 

@@ -275,37 +275,53 @@ pub fn vote_errno(errnos: impl Iterator<Item = i32> + Clone) -> i32 {
 /// Vote on a completed write / flush / unmap / write_zeroes.
 ///
 /// Exists because every non-read operation shares QEMU's rule: success iff at
-/// least `threshold` children succeeded, otherwise the error vote. A
-/// `threshold` of 0 is treated as 1 (QEMU rejects it at open time).
+/// least `threshold` children succeeded, otherwise the error vote (see
+/// [`write_outcome`]). A `threshold` of 0 is treated as 1 (QEMU rejects it at
+/// open time).
 ///
 /// # Panics
 /// If `results.len() > MAX_CHILDREN`.
 pub fn vote_write(results: &[Result<(), i32>], threshold: usize) -> Verdict {
     assert!(results.len() <= MAX_CHILDREN, "too many children");
-    let threshold = threshold.max(1);
-    let mut failed = ChildSet::EMPTY;
-    let mut first_ok = None;
-    let mut successes = 0usize;
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok(()) => {
-                successes += 1;
-                first_ok.get_or_insert(i);
-            }
-            Err(_) => failed.insert(i),
-        }
-    }
-    match first_ok {
-        Some(winner) if successes >= threshold => Verdict::Ok {
+    let failed: ChildSet = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.is_err().then_some(i))
+        .collect();
+    let successes = results.len() - failed.len();
+    let errnos = results.iter().filter_map(|r| r.err());
+    match (
+        write_outcome(successes, errnos, threshold),
+        results.iter().position(Result::is_ok),
+    ) {
+        (Ok(()), Some(winner)) => Verdict::Ok {
             winner,
             mismatched: ChildSet::EMPTY,
             failed,
         },
-        _ => Verdict::Failed {
-            errno: positive_or_eio(vote_errno(results.iter().filter_map(|r| r.err()))),
+        (outcome, _) => Verdict::Failed {
+            errno: outcome.err().unwrap_or(libc::EIO),
             mismatched: ChildSet::EMPTY,
             failed,
         },
+    }
+}
+
+/// QEMU's rule for a write-like operation from counts alone: `Ok` iff at least
+/// `threshold` (0 counts as 1) children succeeded, else the errno most failing
+/// children returned (`errnos`, in child order; EIO when there is none).
+///
+/// Exists for the state machine, which knows the count and the failed children
+/// and so needs no per-child table on the common path.
+pub fn write_outcome(
+    successes: usize,
+    errnos: impl Iterator<Item = i32> + Clone,
+    threshold: usize,
+) -> Result<(), i32> {
+    if successes >= threshold.max(1) {
+        Ok(())
+    } else {
+        Err(positive_or_eio(vote_errno(errnos)))
     }
 }
 
@@ -446,10 +462,11 @@ fn vote_read_with(results: &[ChildResult<'_>], threshold: usize, grouping: Group
     let threshold = threshold.max(1);
     let mut failed = ChildSet::EMPTY;
     let mut ok = ChildSet::EMPTY;
+    // Bits set directly: `i` < MAX_CHILDREN, checked above once for all.
     for (i, r) in results.iter().enumerate() {
         match r {
-            Ok(_) => ok.insert(i),
-            Err(_) => failed.insert(i),
+            Ok(_) => ok.0 |= 1 << i,
+            Err(_) => failed.0 |= 1 << i,
         }
     }
 
@@ -467,12 +484,11 @@ fn vote_read_with(results: &[ChildResult<'_>], threshold: usize, grouping: Group
     let mut it = ok.iter();
     let first = it.next().expect("threshold >= 1 successful children");
     let rep = data(results, first);
-    let mut agree = ChildSet::EMPTY;
-    agree.insert(first);
+    let mut agree = ChildSet(1 << first);
     let mut diverged = None;
     for j in it {
         if data(results, j) == rep {
-            agree.insert(j);
+            agree.0 |= 1 << j;
         } else {
             diverged = Some(j);
             break;

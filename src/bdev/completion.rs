@@ -72,6 +72,7 @@ impl Drop for Chain {
 impl IoHandle {
     /// Finishes the I/O with `Ok(())` or `Err(errno)` (positive). The submitter's callback
     /// runs from this reactor's completion poller, never from inside this call.
+    #[inline]
     pub fn complete(mut self, status: Result<(), i32>) {
         self.set_status(status);
         COMPLETIONS.with(|q| q.borrow_mut().push_back(self));

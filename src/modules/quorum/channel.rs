@@ -79,7 +79,8 @@ struct RequestSlot {
     parent: Option<IoHandle>,
     children: Option<Rc<ChildList>>,
     io: QuorumIo,
-    /// Per child of `children`; capacity for every child, so it never grows.
+    /// Per child of `children` (reads only); as many entries as the most children a read
+    /// had, `Unused` between requests, so it is not resized per I/O.
     data: Vec<ChildData>,
 }
 
@@ -209,7 +210,12 @@ impl QuorumChannel {
             let mut requests = self.requests.borrow_mut();
             let r = &mut requests[slot];
             r.children = None;
-            r.data.clear();
+            // Entries stay (no resizing per I/O); a read's buffers go back to the pool.
+            if r.io.kind() == IoKind::Read {
+                for d in r.data.iter_mut() {
+                    *d = ChildData::Unused;
+                }
+            }
             r.parent.take().expect("request has a parent")
         };
         self.free.borrow_mut().push(slot);
@@ -229,14 +235,17 @@ impl QuorumChannel {
                 num_blocks: io.num_blocks,
             };
             let participants = ChildSet::first(children.0.len());
-            r.data.resize_with(children.0.len(), || ChildData::Unused);
             let step =
                 r.io.start(&self.shared.core, &*children, request, participants);
             r.parent = Some(io);
             r.children = Some(children);
             step
         };
-        self.advance(slot, step, false);
+        // The usual first step, without the step loop's frame.
+        match step {
+            Step::Submit(submit) => self.submit_children(slot, submit),
+            step => self.advance(slot, step, false),
+        }
     }
 
     /// Carries out `step` and the steps that follow at once. `in_callback`: the path began
@@ -279,6 +288,9 @@ impl QuorumChannel {
                     .0
                     .iter()
                     .all(|c| c.channel.bdev().io_type_supported(IoType::Zcopy));
+            if is_read && r.data.len() < children.0.len() {
+                r.data.resize_with(children.0.len(), || ChildData::Unused);
+            }
             for c in submit.children {
                 let view = if !is_read {
                     (io_type_of(submit.kind), parent.buf)
@@ -306,7 +318,8 @@ impl QuorumChannel {
             )
         };
         let done = self.done_handle();
-        for (c, io_type, view) in views {
+        // By reference: moving the array into an iterator would copy all its 64 entries.
+        for &(c, io_type, view) in &views {
             let mut cio = IoHandle::new(
                 io_type,
                 offset,
@@ -365,7 +378,7 @@ impl QuorumChannel {
             (children, parent.offset_blocks, parent.num_blocks)
         };
         let done = self.done_handle();
-        for (c, view) in views {
+        for &(c, view) in &views {
             children.0[c].channel.submit(IoHandle::new(
                 IoType::Write,
                 offset,
@@ -470,6 +483,9 @@ impl IoDone for QuorumChannel {
             let children = r.children.as_deref().expect("children");
             r.io.on_child_done(&self.shared.core, children, child, status)
         };
-        self.advance(slot, step, true);
+        // Most completions only wait for the others: skip the step loop's frame for them.
+        if step != Step::Wait {
+            self.advance(slot, step, true);
+        }
     }
 }

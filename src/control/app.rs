@@ -197,7 +197,7 @@ fn flush_all(rt: &Runtime) -> Result<(), AppError> {
 
 /// Unregisters every bdev so modules release what they hold. A claimed bdev is retried after
 /// its owner went in a later pass; passes stop when one frees nothing.
-fn unregister_all(rt: &Runtime) {
+pub(crate) fn unregister_all(rt: &Runtime) {
     let registry = BdevRegistry::of(rt);
     loop {
         let remaining = registry.list();

@@ -50,6 +50,11 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// A file the RPC and config seeds name as the backing file of aio and uring bdevs: those
+/// inputs reach the file modules instead of stopping at "no such file". Nothing an RPC call
+/// or a config entry can do writes to it.
+pub const FILE_CHILD: &str = "/tmp/quorum-fuzz-disk";
+
 /// A runtime of one reactor in interrupt mode (the fuzzer shares the machine) with a scratch
 /// directory for the sockets and files a target needs. One per target and process: state a
 /// target creates is removed after each input, so an input replays the same way alone.
@@ -65,6 +70,10 @@ impl Fixture {
         let scratch =
             std::env::temp_dir().join(format!("quorum-fuzz-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&scratch).expect("scratch directory for a fuzz target");
+        if !Path::new(FILE_CHILD).exists() {
+            let file = std::fs::File::create(FILE_CHILD).expect("the fuzz file child");
+            file.set_len(1 << 20).expect("the fuzz file child's size");
+        }
         let rt = Runtime::start(RuntimeOptions::default()).expect("a reactor for a fuzz target");
         Fixture {
             ctx: Ctx { rt },

@@ -48,7 +48,11 @@ struct BlockState {
 
 /// A request the client is waiting for.
 enum Pending {
-    Write { block: u64, fua: bool, data: Vec<u8> },
+    Write {
+        block: u64,
+        fua: bool,
+        data: Vec<u8>,
+    },
     /// Covers the writes acknowledged before it was sent.
     Flush { covers: Vec<(u64, Vec<u8>)> },
 }
@@ -137,10 +141,17 @@ impl Workload {
 
     fn write(&mut self, block: u64, fua: bool, data: Vec<u8>) {
         let flags = if fua { proto::CMD_FLAG_FUA } else { 0 };
-        let handle = self.send(Command::Write, flags, block * BLOCK as u64, BLOCK as u32, &data);
+        let handle = self.send(
+            Command::Write,
+            flags,
+            block * BLOCK as u64,
+            BLOCK as u32,
+            &data,
+        );
         // From now on the block holds the old or the new bytes: nothing is certain.
         self.blocks[block as usize] = BlockState::default();
-        self.pending.insert(handle, Pending::Write { block, fua, data });
+        self.pending
+            .insert(handle, Pending::Write { block, fua, data });
     }
 
     fn flush(&mut self) {
@@ -161,7 +172,11 @@ impl Workload {
         assert_eq!(magic, proto::SIMPLE_REPLY_MAGIC, "reply magic");
         assert_eq!(error, 0, "request {handle} failed");
         self.replies += 1;
-        match self.pending.remove(&handle).expect("a reply to a request sent") {
+        match self
+            .pending
+            .remove(&handle)
+            .expect("a reply to a request sent")
+        {
             Pending::Write { block, fua, data } => {
                 let state = &mut self.blocks[block as usize];
                 state.acknowledged = Some(data.clone());
@@ -188,7 +203,11 @@ impl Workload {
         let handle = self.send(Command::Read, 0, block * BLOCK as u64, BLOCK as u32, &[]);
         assert!(self.fill(16 + BLOCK), "the server closed during a read");
         let head = self.take(16);
-        assert_eq!(u32::from_be_bytes(head[4..8].try_into().unwrap()), 0, "read");
+        assert_eq!(
+            u32::from_be_bytes(head[4..8].try_into().unwrap()),
+            0,
+            "read"
+        );
         assert_eq!(u64::from_be_bytes(head[8..16].try_into().unwrap()), handle);
         self.take(BLOCK)
     }

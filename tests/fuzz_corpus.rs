@@ -40,6 +40,7 @@ fn every_corpus_input_returns() {
             (target.run)(&std::fs::read(&file).unwrap());
         }
     }
+    let _ = std::fs::remove_dir_all(quorum_bdev::fuzzing::scratch_root());
 }
 
 /// A target is the entry point, a corpus folder, a cargo-fuzz binary and its source: adding

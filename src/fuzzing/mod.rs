@@ -55,6 +55,12 @@ pub const TARGETS: &[Target] = &[
 /// or a config entry can do writes to it.
 pub const FILE_CHILD: &str = "/tmp/quorum-fuzz-disk";
 
+/// This process's scratch directories, one per target: `scripts/fuzz` and the corpus replay
+/// remove it once the process is gone or done.
+pub fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(format!("quorum-fuzz-{}", std::process::id()))
+}
+
 /// A runtime of one reactor in interrupt mode (the fuzzer shares the machine) with a scratch
 /// directory for the sockets and files a target needs. One per target and process: state a
 /// target creates is removed after each input, so an input replays the same way alone.
@@ -67,8 +73,7 @@ pub struct Fixture {
 impl Fixture {
     /// Starts the runtime; `name` keeps the scratch directories of targets apart.
     pub fn start(name: &str) -> Fixture {
-        let scratch =
-            std::env::temp_dir().join(format!("quorum-fuzz-{}-{name}", std::process::id()));
+        let scratch = scratch_root().join(name);
         std::fs::create_dir_all(&scratch).expect("scratch directory for a fuzz target");
         if !Path::new(FILE_CHILD).exists() {
             let file = std::fs::File::create(FILE_CHILD).expect("the fuzz file child");

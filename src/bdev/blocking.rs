@@ -73,10 +73,11 @@ pub fn submit(
         };
         let mut buf = DmaBuf::new(payload.len());
         buf.as_mut_slice().copy_from_slice(&payload);
-        // SAFETY: the buffer moves into the waiter, which keeps it until the I/O completes.
         let view = if payload.is_empty() {
             IoBuf::NONE
         } else {
+            // SAFETY: the buffer moves into the waiter, which keeps it until the I/O
+            // completes.
             unsafe { IoBuf::from_dma(&mut buf) }
         };
         let waiter = Rc::new(Waiter {

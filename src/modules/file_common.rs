@@ -313,8 +313,9 @@ fn logical_block_size(fd: RawFd) -> std::io::Result<u32> {
 
 /// The file's O_DIRECT (memory, offset) alignment from statx, when the kernel reports it.
 fn dio_alignment(fd: RawFd) -> Option<(usize, u32)> {
-    // SAFETY: statx fills the zeroed struct; the empty path with AT_EMPTY_PATH means `fd`.
+    // SAFETY: statx is plain data; all-zero is a valid value of it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx fills the struct we own; the empty path with AT_EMPTY_PATH means `fd`.
     let rc = unsafe {
         libc::statx(
             fd,

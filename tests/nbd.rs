@@ -1019,15 +1019,21 @@ fn silent_tcp_client(port: u16) -> TcpStream {
     s
 }
 
-#[test]
-fn clients_that_do_not_finish_the_handshake_in_time_are_closed() {
+/// A target exporting malloc `M0` over TCP on a free port, with the handshake limit given.
+fn tcp_export(handshake_max_seconds: u32) -> (Target, u16) {
     let t = Target::start_with(&["-m", "0x1"]);
     let port = free_port();
     t.rpc_script(&format!(
         "bdev_malloc_create -b M0 4 512\n\
-         nbd_server_start 127.0.0.1 -p {port} --handshake-max-seconds 1\n\
+         nbd_server_start 127.0.0.1 -p {port} --handshake-max-seconds {handshake_max_seconds}\n\
          nbd_export_create M0\n"
     ));
+    (t, port)
+}
+
+#[test]
+fn clients_that_do_not_finish_the_handshake_in_time_are_closed() {
+    let (t, port) = tcp_export(1);
     let tcp = || {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -1067,15 +1073,9 @@ fn clients_that_do_not_finish_the_handshake_in_time_are_closed() {
 
 #[test]
 fn a_flood_of_silent_connections_does_not_keep_a_real_client_out() {
-    let t = Target::start_with(&["-m", "0x1"]);
-    let port = free_port();
     // A long handshake limit: the real client must get in because slots are kept for it,
     // not because the silent ones timed out.
-    t.rpc_script(&format!(
-        "bdev_malloc_create -b M0 4 512\n\
-         nbd_server_start 127.0.0.1 -p {port} --handshake-max-seconds 600\n\
-         nbd_export_create M0\n"
-    ));
+    let (t, port) = tcp_export(600);
     let silent: Vec<TcpStream> = (0..1030)
         .map(|_| {
             let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -1108,13 +1108,23 @@ fn a_flood_of_silent_connections_does_not_keep_a_real_client_out() {
     assert!(t.alive());
 }
 
-#[test]
-fn fua_reaches_every_child_and_the_kernel_only_when_asked() {
-    let files = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let (a, u) = (files.path().join("a.raw"), files.path().join("u.raw"));
-    for p in [&a, &u] {
+/// `n` sparse 4 MiB files outside tmpfs (so file children use O_DIRECT), in a directory
+/// removed with the returned guard.
+fn sparse_files(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let paths: Vec<PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("{i}.raw")))
+        .collect();
+    for p in &paths {
         std::fs::File::create(p).unwrap().set_len(4 << 20).unwrap();
     }
+    (dir, paths)
+}
+
+#[test]
+fn fua_reaches_every_child_and_the_kernel_only_when_asked() {
+    let (_files, paths) = sparse_files(2);
+    let (a, u) = (&paths[0], &paths[1]);
     let t = Target::start_with(&["-m", "0x1"]);
     let sock = t.dir.path().join("nbd.sock");
     t.rpc_script(&format!(
@@ -1231,13 +1241,7 @@ fn next_hole(path: &Path, offset: i64) -> i64 {
 #[test]
 fn trim_over_nbd_unmaps_every_child_and_reads_back_zeroes() {
     const KIB: usize = 1024;
-    let files = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let paths: Vec<PathBuf> = (0..3)
-        .map(|i| files.path().join(format!("{i}.raw")))
-        .collect();
-    for p in &paths {
-        std::fs::File::create(p).unwrap().set_len(4 << 20).unwrap();
-    }
+    let (_files, paths) = sparse_files(3);
     let t = Target::start_with(&["-m", "0x1"]);
     let sock = t.dir.path().join("nbd.sock");
     t.rpc_script(&format!(

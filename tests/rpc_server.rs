@@ -906,14 +906,7 @@ fn sizes_that_overflow_or_exceed_the_machine_are_refused_and_create_nothing() {
     assert_eq!(answer["error"]["code"], -12, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("GiB"), "{message}");
-    let names: Vec<Value> = t
-        .bdevs()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].clone())
-        .collect();
-    assert_eq!(names, vec![json!("N2"), json!("B64")]);
+    assert_eq!(t.bdev_names(), [json!("N2"), json!("B64")]);
     // The survivors work, and the big null bdev reports its true size.
     let n2 = call("bdev_get_bdevs", json!({"name": "N2"}));
     assert_eq!(n2["result"][0]["num_blocks"], (1u64 << 54) - 1);
@@ -1045,14 +1038,10 @@ fn spdk_rpc_script_and_batch_modes_work() {
         "{stdout}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("-19"));
-    let names: Vec<Value> = t
-        .bdevs()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].clone())
-        .collect();
-    assert_eq!(names, [json!("S0"), json!("S1"), json!("B0"), json!("B1")]);
+    assert_eq!(
+        t.bdev_names(),
+        [json!("S0"), json!("S1"), json!("B0"), json!("B1")]
+    );
 }
 
 #[test]

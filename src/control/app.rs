@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use super::config::{self, ConfigError};
 use super::rpc::Ctx;
-use super::server::{RpcListener, ServerError, SocketAccess};
+use super::server::{RpcListener, RpcServer, ServerError, SocketAccess};
 use crate::bdev::{blocking, BdevError, BdevRegistry, IoType};
 use crate::exports::nbd;
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -156,11 +156,7 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
 /// Stops serving and leaves the bdevs durable: RPC and NBD stop first so no new I/O arrives,
 /// in-flight I/O drains, every bdev is flushed, then the bdevs are unregistered. Draining and
 /// flushing each wait `bound` at most; what they leave is logged and reported.
-fn shut_down(
-    rt: &Runtime,
-    server: super::server::RpcServer,
-    bound: Duration,
-) -> Result<(), AppError> {
+fn shut_down(rt: &Runtime, server: RpcServer, bound: Duration) -> Result<(), AppError> {
     server.stop();
     let drain_deadline = Instant::now() + bound;
     // Exports go before the flush: their in-flight writes complete and no new ones arrive.

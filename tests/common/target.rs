@@ -146,6 +146,16 @@ impl Target {
         answer["result"].clone()
     }
 
+    /// The names `bdev_get_bdevs` lists, in its order.
+    pub fn bdev_names(&self) -> Vec<Value> {
+        self.bdevs()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].clone())
+            .collect()
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }

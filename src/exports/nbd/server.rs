@@ -798,8 +798,8 @@ pub fn stop_blocking(rt: &Runtime, deadline: Instant) -> Vec<String> {
         },
     );
     let _ = done_rx.recv();
-    let lines = std::mem::take(&mut *abandoned.lock().unwrap_or_else(|e| e.into_inner()));
-    lines
+    let mut lines = abandoned.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::take(&mut *lines)
 }
 
 /// Marks an export closing and stops hot-remove notifications for it.

@@ -50,6 +50,9 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// The shutdown bound of [`Fixture::reset`]: well under [`HANG_LIMIT`] for its two waits.
+const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A file the RPC and config seeds name as the backing file of aio and uring bdevs: those
 /// inputs reach the file modules instead of stopping at "no such file". Nothing an RPC call
 /// or a config entry can do writes to it.
@@ -96,9 +99,11 @@ impl Fixture {
         &self.ctx.rt
     }
 
-    /// Takes away what an input built: the NBD server with its exports, then every bdev.
+    /// Takes away what an input built the way the daemon shuts down (NBD stopped, I/O
+    /// drained, every bdev flushed, then unregistered), so a stack an input left that cannot
+    /// be flushed or torn down within the bound is caught here. A bound missed is the
+    /// daemon's documented outcome (reported, not a crash); a hang past it is one.
     pub fn reset(&self) {
-        crate::exports::nbd::stop_blocking(self.rt());
-        crate::control::app::unregister_all(self.rt());
+        let _ = crate::control::app::wind_down(self.rt(), SHUTDOWN_BOUND);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::{converse, watchdog, Fixture};
-use crate::control::server::{RpcListener, RpcServer};
+use crate::control::server::{RpcListener, RpcServer, SocketAccess};
 
 struct RpcFixture {
     fixture: Fixture,
@@ -22,7 +22,8 @@ fn fixture() -> &'static RpcFixture {
     FIXTURE.get_or_init(|| {
         let fixture = Fixture::start("rpc");
         let socket = fixture.scratch().join("rpc.sock");
-        let listener = RpcListener::bind(&socket).expect("RPC socket for the fuzz target");
+        let listener = RpcListener::bind(&socket, SocketAccess::Owner)
+            .expect("RPC socket for the fuzz target");
         let server = listener
             .serve(fixture.ctx.clone())
             .expect("RPC server for the fuzz target");

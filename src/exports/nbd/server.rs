@@ -707,8 +707,13 @@ pub fn start(rt: &Runtime, addr: ListenAddr) -> Result<(), NbdError> {
 pub fn attach_client(rt: &Runtime, fd: OwnedFd) -> Result<(), NbdError> {
     let ctx = rt.context::<NbdContext>();
     let shared = running(&ctx.lock())?.shared.clone();
-    let ticket = shared.conns.enter().ok_or(NbdError::NotRunning)?;
-    rt.send_msg(0, move || ReactorConns::attach(shared, fd, ticket));
+    let (Some(server), Some(handshaking)) = (shared.conns.enter(), shared.handshaking.enter())
+    else {
+        return Err(NbdError::NotRunning);
+    };
+    rt.send_msg(0, move || {
+        ReactorConns::attach(shared, fd, (server, handshaking))
+    });
     Ok(())
 }
 

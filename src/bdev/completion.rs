@@ -203,7 +203,7 @@ fn deliver(mut io: IoHandle, now: u64) {
         }
         io.complete_tick = now;
         let latency = now.wrapping_sub(io.submit_tick);
-        layer.record_completion(io.io_type, io.num_blocks, io.status == 0, latency);
+        layer.record_completion(io.io_type, io.fua, io.num_blocks, io.status == 0, latency);
     }
     if let Some(done) = io.done.take() {
         let _flag = CallbackFlag::set(true);

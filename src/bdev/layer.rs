@@ -50,10 +50,12 @@ impl ChannelInner {
         self.in_flight.set(self.in_flight.get() + 1);
     }
 
-    /// Counts an I/O delivered back: its type, size, outcome and latency.
+    /// Counts an I/O delivered back: its type (`fua`: a write with FUA), size, outcome and
+    /// latency.
     pub(crate) fn record_completion(
         &self,
         io_type: IoType,
+        fua: bool,
         num_blocks: u64,
         ok: bool,
         latency_ticks: u64,
@@ -61,6 +63,7 @@ impl ChannelInner {
         let mut s = self.stats.get();
         s.record(
             io_type,
+            fua,
             num_blocks * self.bdev.block_size as u64,
             ok,
             latency_ticks,

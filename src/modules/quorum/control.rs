@@ -35,10 +35,11 @@ fn geometry(bdev: &Bdev) -> Geometry {
     }
 }
 
-/// Claims every bdev for the quorum, or none.
-fn claim_all(bdevs: &[Arc<Bdev>]) -> Result<(), BdevError> {
+/// Claims every bdev for quorum `name`, or none; refused (with the loop named) if one of
+/// them is `name` or stacks on it, which would make the quorum contain itself.
+fn claim_all(registry: &BdevRegistry, name: &str, bdevs: &[Arc<Bdev>]) -> Result<(), BdevError> {
     for (i, b) in bdevs.iter().enumerate() {
-        if let Err(e) = b.claim(CLAIM) {
+        if let Err(e) = registry.claim_base(name, b, CLAIM) {
             bdevs[..i].iter().for_each(|b| b.release_claim());
             return Err(e);
         }
@@ -67,7 +68,7 @@ pub fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let shapes: Vec<(&str, Geometry)> = bdevs.iter().map(|b| (b.name(), geometry(b))).collect();
     let shape = common_geometry(&shapes)?;
-    claim_all(&bdevs)?;
+    claim_all(&registry, name, &bdevs)?;
     let shared = Arc::new(QuorumShared::new(rt, name, options, shape, &bdevs));
     // A quorum lends no child's memory: what it returns is the vote's winner.
     let supported = IoType::ALL
@@ -115,7 +116,8 @@ pub fn add_child(
 fn attach(rt: &Runtime, name: &str, child: &str) -> Result<QuorumEntry, BdevError> {
     let (bdev, shared) = find(rt, name)?;
     children_changeable(&shared.options(), "add a child to")?;
-    let child_bdev = BdevRegistry::of(rt).get(child)?;
+    let registry = BdevRegistry::of(rt);
+    let child_bdev = registry.get(child)?;
     let mut children = shared.children.lock().unwrap_or_else(|e| e.into_inner());
     let names: Vec<&str> = children.iter().map(|c| &*c.name).collect();
     may_add_child(
@@ -125,7 +127,7 @@ fn attach(rt: &Runtime, name: &str, child: &str) -> Result<QuorumEntry, BdevErro
         child,
         geometry(&child_bdev),
     )?;
-    child_bdev.claim(CLAIM)?;
+    registry.claim_base(name, &child_bdev, CLAIM)?;
     children.push(Child {
         id: shared.next_child_id.fetch_add(1, Ordering::Relaxed),
         name: Arc::from(child),

@@ -23,7 +23,9 @@ def spdk_rpc_plugin_initialize(subparsers):
             vote_threshold=args.vote_threshold,
             read_pattern=args.read_pattern,
             blkverify=args.blkverify,
-            rewrite_corrupted=args.rewrite_corrupted))
+            rewrite_corrupted=args.rewrite_corrupted,
+            child_io_timeout_ms=args.child_io_timeout_ms,
+            dirty_region_kb=args.dirty_region_kb))
 
     p = subparsers.add_parser(
         'bdev_quorum_create',
@@ -38,6 +40,11 @@ def spdk_rpc_plugin_initialize(subparsers):
                    help='Debug mode: 2 children, threshold 2; abort on any mismatch')
     p.add_argument('--rewrite-corrupted', action='store_true',
                    help='Write the winning data back to children that disagreed')
+    p.add_argument('--child-io-timeout-ms', dest='child_io_timeout_ms', type=int,
+                   help='Complete writes without a child that has not answered after this '
+                        'long (it becomes out_of_sync); 0 waits forever (default)')
+    p.add_argument('--dirty-region-kb', dest='dirty_region_kb', type=int,
+                   help='Size of a dirty region, the unit a resync copies (default 1024)')
     p.add_argument('base_bdevs', nargs='+', metavar='BASE', help='Base bdev names, in order')
     p.set_defaults(func=bdev_quorum_create)
 
@@ -49,12 +56,35 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.set_defaults(func=bdev_quorum_delete)
 
     def bdev_quorum_add_child(args):
-        args.client.bdev_quorum_add_child(name=args.name, base_bdev=args.base_bdev)
+        args.client.bdev_quorum_add_child(name=args.name, base_bdev=args.base_bdev,
+                                          sync=args.sync)
 
     p = subparsers.add_parser('bdev_quorum_add_child', help='Add a child to a quorum bdev')
     p.add_argument('name', help='Quorum bdev name')
     p.add_argument('base_bdev', help='Base bdev to add')
+    p.add_argument('--sync', choices=['full', 'none'],
+                   help='full: rebuild it in the background (default); '
+                        'none: trust it to hold the data already (QEMU)')
     p.set_defaults(func=bdev_quorum_add_child)
+
+    def bdev_quorum_rebuild_start(args):
+        args.client.bdev_quorum_rebuild_start(name=args.name, base_bdev=args.base_bdev)
+
+    p = subparsers.add_parser(
+        'bdev_quorum_rebuild_start',
+        help='Copy to a child what it missed (its dirty regions), or all of it if synced')
+    p.add_argument('name', help='Quorum bdev name')
+    p.add_argument('base_bdev', help='Child to rebuild')
+    p.set_defaults(func=bdev_quorum_rebuild_start)
+
+    def bdev_quorum_rebuild_stop(args):
+        args.client.bdev_quorum_rebuild_stop(name=args.name, base_bdev=args.base_bdev)
+
+    p = subparsers.add_parser('bdev_quorum_rebuild_stop',
+                              help='Stop the rebuild of a child (it stays out_of_sync)')
+    p.add_argument('name', help='Quorum bdev name')
+    p.add_argument('base_bdev', help='Child being rebuilt')
+    p.set_defaults(func=bdev_quorum_rebuild_stop)
 
     def bdev_quorum_remove_child(args):
         args.client.bdev_quorum_remove_child(name=args.name, base_bdev=args.base_bdev)
@@ -65,6 +95,39 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('name', help='Quorum bdev name')
     p.add_argument('base_bdev', help='Child bdev to remove')
     p.set_defaults(func=bdev_quorum_remove_child)
+
+    def bdev_quorum_scrub_start(args):
+        args.client.bdev_quorum_scrub_start(name=args.name,
+                                            max_bandwidth_mb_sec=args.max_bandwidth_mb_sec)
+
+    p = subparsers.add_parser(
+        'bdev_quorum_scrub_start',
+        help='Read every region of all synced children, vote, repair the children that lost')
+    p.add_argument('name', help='Quorum bdev name')
+    p.add_argument('-b', '--max-bandwidth-mb-sec', dest='max_bandwidth_mb_sec', type=int,
+                   help='Bandwidth limit in MiB/s (default: none)')
+    p.set_defaults(func=bdev_quorum_scrub_start)
+
+    def bdev_quorum_scrub_stop(args):
+        args.client.bdev_quorum_scrub_stop(name=args.name)
+
+    p = subparsers.add_parser('bdev_quorum_scrub_stop', help='Stop the scrub of a quorum')
+    p.add_argument('name', help='Quorum bdev name')
+    p.set_defaults(func=bdev_quorum_scrub_stop)
+
+    def bdev_quorum_set_options(args):
+        args.client.bdev_quorum_set_options(
+            process_window_size_kb=args.process_window_size_kb,
+            process_max_bandwidth_mb_sec=args.process_max_bandwidth_mb_sec)
+
+    p = subparsers.add_parser(
+        'bdev_quorum_set_options',
+        help='Set the options of background jobs (SPDK raid names)')
+    p.add_argument('-w', '--process-window-size-kb', dest='process_window_size_kb', type=int,
+                   help='KiB a scrub reads per window (default 1024)')
+    p.add_argument('-b', '--process-max-bandwidth-mb-sec', dest='process_max_bandwidth_mb_sec',
+                   type=int, help='Rebuild bandwidth limit in MiB/s (0: none)')
+    p.set_defaults(func=bdev_quorum_set_options)
 
     def bdev_quorum_get_bdevs(args):
         print_dict(args.client.bdev_quorum_get_bdevs(name=args.name))

@@ -64,14 +64,15 @@ fn events(rt: &Runtime) -> Vec<Value> {
 }
 
 #[test]
-fn a_failing_child_is_reported_with_its_error_and_outvoted() {
+fn a_failing_child_is_reported_with_its_error_and_left_out_of_reads() {
     let rt = runtime(1);
     let q = setup(&rt, ReadPattern::Quorum, false);
     inject(&rt, "EE_M1", IoType::Write, ErrorType::Failure, 1);
     let data = pattern(4096, 1);
     write(&rt, &q, 0, &data).unwrap();
     inject(&rt, "EE_M0", IoType::Read, ErrorType::Failure, 1);
-    // Child 0 fails, children 1 (stale) and 2 disagree: 1 version each, below threshold.
+    // EE_M1 missed the write: out_of_sync, it is not read. Child 0 fails, child 2 alone
+    // succeeds: below threshold.
     assert_eq!(read(&rt, &q, 0, 8), Err(libc::EIO));
     let ev = events(&rt);
     assert_eq!(ev[0]["data"]["type"], "write");
@@ -80,11 +81,17 @@ fn a_failing_child_is_reported_with_its_error_and_outvoted() {
     assert_eq!(ev[1]["data"]["type"], "read");
     assert_eq!(ev[1]["data"]["node-name"], "EE_M0");
     assert_eq!(ev[2]["event"], "QUORUM_FAILURE");
-    // Without failures the two good copies outvote the stale one.
+    // Without failures the two synced children agree; the stale one is never asked.
     assert_eq!(read(&rt, &q, 0, 8).unwrap(), data);
-    let last = events(&rt).pop().unwrap();
-    assert_eq!(last["data"]["node-name"], "EE_M1");
-    assert!(last["data"].get("error").is_none());
+    assert_eq!(events(&rt).len(), 3, "no new event: EE_M1 was not read");
+    let ctx = Ctx { rt: rt.clone() };
+    let m = methods::find("bdev_quorum_get_bdevs").unwrap();
+    let info = call_blocking(&ctx, &m, Some(json!({"name": "Q"}))).unwrap();
+    let m1 = &info[0]["children"][1];
+    assert_eq!(m1["state"], "out_of_sync", "{info}");
+    assert_eq!(m1["reason"], "write_failed", "{info}");
+    assert_eq!(m1["dirty_regions"], 1, "{info}");
+    assert_eq!(m1["reads"], 0, "{info}");
     rt.stop();
 }
 

@@ -4,6 +4,7 @@
 //! counting, so both hosts count the same things.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
@@ -96,5 +97,60 @@ impl CounterSnapshot {
         self.io_errors += o.io_errors;
         self.bad_versions += o.bad_versions;
         self.rewrites += o.rewrites;
+    }
+}
+
+/// What scrubs of a quorum found, in windows: shown in `bdev_quorum_get_bdevs` as `scrub`.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ScrubCounts {
+    /// Windows read from every synced child and voted on.
+    pub checked: u64,
+    /// Windows where some child returned data that lost the vote.
+    pub mismatched: u64,
+    /// Windows whose winner was written back to the children that lost.
+    pub repaired: u64,
+    /// Windows the vote could not settle (fewer than vote_threshold agreeing or succeeding).
+    pub unrecoverable: u64,
+}
+
+/// [`ScrubCounts`] of the running or last scrub, written by the job's thread and read by
+/// the RPCs at any time.
+#[derive(Default)]
+pub struct ScrubTally {
+    checked: AtomicU64,
+    mismatched: AtomicU64,
+    repaired: AtomicU64,
+    unrecoverable: AtomicU64,
+}
+
+impl ScrubTally {
+    /// Zeroes the counts for a new scrub.
+    pub fn reset(&self) {
+        for c in [
+            &self.checked,
+            &self.mismatched,
+            &self.repaired,
+            &self.unrecoverable,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+
+    /// Adds a window's findings.
+    pub fn add(&self, checked: u64, mismatched: u64, repaired: u64, unrecoverable: u64) {
+        self.checked.fetch_add(checked, Relaxed);
+        self.mismatched.fetch_add(mismatched, Relaxed);
+        self.repaired.fetch_add(repaired, Relaxed);
+        self.unrecoverable.fetch_add(unrecoverable, Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> ScrubCounts {
+        ScrubCounts {
+            checked: self.checked.load(Relaxed),
+            mismatched: self.mismatched.load(Relaxed),
+            repaired: self.repaired.load(Relaxed),
+            unrecoverable: self.unrecoverable.load(Relaxed),
+        }
     }
 }

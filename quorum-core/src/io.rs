@@ -18,6 +18,7 @@ use crate::events::OpType;
 use crate::guard::ReadTicket;
 use crate::options::ReadPattern;
 use crate::quorum::Quorum;
+use crate::replica::{Replica, StateReason};
 use crate::vote::{vote_read, write_outcome, ChildResult, ChildSet, Verdict, MAX_CHILDREN};
 
 /// Bytes a [`QuorumIo`] takes; a host placing it in foreign memory (SPDK's `driver_ctx`)
@@ -77,6 +78,11 @@ pub trait Children {
     fn name(&self, child: usize) -> &str;
     /// This thread's counters of the child.
     fn counters(&self, child: usize) -> &ChildCounters;
+    /// The child's replica state and dirty regions, where the host tracks them: a write
+    /// the quorum acknowledges without this child marks the child's regions dirty.
+    fn replica(&self, _child: usize) -> Option<&Replica> {
+        None
+    }
 }
 
 /// What the host does next for a parent I/O.
@@ -182,6 +188,13 @@ pub struct QuorumIo {
     pending: ChildSet,
     failed: ChildSet,
     ticket: ReadTicket,
+    /// A scrub's read: every participant is read and voted on (fifo too), and the losers
+    /// are rewritten whatever `rewrite_corrupted` says.
+    repair: bool,
+    /// The children the last vote found different from the winner.
+    mismatched: ChildSet,
+    /// Whether the last vote's winner was written back to them.
+    rewritten: bool,
     /// Each failed child's errno; only entries of `failed` are meaningful, so nothing is
     /// cleared per I/O. Linux errnos fit 16 bits.
     errnos: [u16; MAX_CHILDREN],
@@ -206,6 +219,9 @@ impl QuorumIo {
             pending: ChildSet::EMPTY,
             failed: ChildSet::EMPTY,
             ticket: None,
+            repair: false,
+            mismatched: ChildSet::EMPTY,
+            rewritten: false,
             errnos: [0; MAX_CHILDREN],
         }
     }
@@ -242,6 +258,45 @@ impl QuorumIo {
         req: Request,
         participants: ChildSet,
     ) -> Step {
+        self.begin(q, kids, req, participants, false)
+    }
+
+    /// Starts a scrub's read of `participants`: read all, vote, and write the winner back
+    /// to the children that lost, whatever the quorum's read pattern and
+    /// `rewrite_corrupted`. [`QuorumIo::last_vote`] says what it found.
+    pub fn start_repairing<K: Children + ?Sized>(
+        &mut self,
+        q: &Quorum,
+        kids: &K,
+        offset_blocks: u64,
+        num_blocks: u64,
+        participants: ChildSet,
+    ) -> Step {
+        let req = Request {
+            kind: IoKind::Read,
+            offset_blocks,
+            num_blocks,
+        };
+        self.begin(q, kids, req, participants, true)
+    }
+
+    /// What the last vote found: the children outvoted, and whether they were rewritten.
+    pub fn last_vote(&self) -> (ChildSet, bool) {
+        (self.mismatched, self.rewritten)
+    }
+
+    #[inline]
+    fn begin<K: Children + ?Sized>(
+        &mut self,
+        q: &Quorum,
+        kids: &K,
+        req: Request,
+        participants: ChildSet,
+        repair: bool,
+    ) -> Step {
+        self.repair = repair;
+        self.mismatched = ChildSet::EMPTY;
+        self.rewritten = false;
         self.kind = req.kind;
         self.offset_blocks = req.offset_blocks;
         self.num_blocks = req.num_blocks;
@@ -253,7 +308,7 @@ impl QuorumIo {
             return self.complete(None, Err(libc::ENODEV));
         };
         match req.kind {
-            IoKind::Read if q.options().read_pattern == ReadPattern::Fifo => {
+            IoKind::Read if q.options().read_pattern == ReadPattern::Fifo && !repair => {
                 self.phase = Phase::Fifo;
                 self.submit_one(kids, first)
             }
@@ -302,6 +357,30 @@ impl QuorumIo {
         })
     }
 
+    /// Children whose I/O for this request has not completed. After a timeout completed
+    /// the parent, the host keeps the request (and the memory those children use) until
+    /// this is empty.
+    pub fn outstanding(&self) -> ChildSet {
+        self.pending
+    }
+
+    /// `child_io_timeout_ms` passed for this request: a write-like request (not a read)
+    /// stops waiting for the children that have not answered, counts them as failed with
+    /// ETIMEDOUT and ends by the threshold rule. Their completions, when they come, are
+    /// taken with [`QuorumIo::on_child_done`] and change nothing.
+    pub fn on_timeout<K: Children + ?Sized>(&mut self, q: &Quorum, kids: &K) -> Step {
+        if self.phase != Phase::FanOut || self.kind == IoKind::Read || self.pending.is_empty() {
+            return Step::Wait;
+        }
+        for c in self.pending {
+            self.record_failure(kids, c, libc::ETIMEDOUT);
+            if let Some(replica) = kids.replica(c) {
+                replica.hold();
+            }
+        }
+        self.finish_write_like(q, kids)
+    }
+
     /// Records that `child`'s I/O ended with `result` (`Err(positive errno)`).
     // Inline: it runs once per child I/O and mostly only says "wait"; the rare ends it
     // leads to (fifo retries, write votes, rewrites) stay calls.
@@ -315,7 +394,15 @@ impl QuorumIo {
     ) -> Step {
         debug_assert!(self.pending.contains(child), "unexpected child {child}");
         self.pending.remove(child);
+
         match self.phase {
+            Phase::Idle => {
+                // A straggler of a request that timed out, already counted as failed.
+                if let Some(replica) = kids.replica(child) {
+                    replica.release();
+                }
+                Step::Wait
+            }
             Phase::Rewrite if self.pending.is_empty() => self.finish_rewrite(q),
             Phase::Fifo => self.fifo_step(q, kids, child, result),
             Phase::FanOut => {
@@ -328,7 +415,7 @@ impl QuorumIo {
                     (true, _) => self.finish_write_like(q, kids),
                 }
             }
-            Phase::Rewrite | Phase::Idle => Step::Wait,
+            Phase::Rewrite => Step::Wait,
         }
     }
 
@@ -438,11 +525,17 @@ impl QuorumIo {
             q.events()
                 .report_bad(OpType::Read, kids.name(c), offset, len, None);
         }
+        self.mismatched = mismatched;
         let into_parent = self.participants.iter().next();
         let copy_to_parent = Some(winner) != into_parent;
-        if options.rewrite_corrupted && !mismatched.is_empty() {
-            let guard = q.guard().expect("rewrite_corrupted has a guard");
+        // The guard comes with rewrite_corrupted and with replica options; a scrub on a
+        // quorum without either only reports (nothing can keep a rewrite from racing).
+        let guard = q
+            .guard()
+            .filter(|_| (options.rewrite_corrupted || self.repair) && !mismatched.is_empty());
+        if let Some(guard) = guard {
             if guard.begin_rewrite(self.offset_blocks, self.num_blocks, self.ticket) {
+                self.rewritten = true;
                 self.phase = Phase::Rewrite;
                 self.pending = mismatched;
                 for c in mismatched {
@@ -503,6 +596,17 @@ impl QuorumIo {
         if outcome.is_err() && self.kind.writes_data() {
             q.events().failure(offset, len);
         }
+        if outcome.is_ok() && self.kind.writes_data() {
+            for c in self.failed {
+                let reason = match self.errno(c) {
+                    libc::ETIMEDOUT => StateReason::WriteTimedOut,
+                    _ => StateReason::WriteFailed,
+                };
+                if let Some(replica) = kids.replica(c) {
+                    replica.missed(self.offset_blocks, self.num_blocks, reason);
+                }
+            }
+        }
         self.complete(None, outcome)
     }
 }
@@ -552,6 +656,118 @@ mod tests {
         assert_eq!(spread(ChildSet(0b1010), some), ChildSet(0b1001_0000));
         assert_eq!(spread(ChildSet(1), ChildSet(u64::MAX)), ChildSet(1));
         assert_eq!(tag::decode(tag::encode(12345, 63)), (12345, 63));
+    }
+
+    struct Kids(Vec<(String, ChildCounters, Replica)>);
+
+    impl Children for Kids {
+        fn name(&self, child: usize) -> &str {
+            &self.0[child].0
+        }
+        fn counters(&self, child: usize) -> &ChildCounters {
+            &self.0[child].1
+        }
+        fn replica(&self, child: usize) -> Option<&Replica> {
+            Some(&self.0[child].2)
+        }
+    }
+
+    struct NoSink;
+    impl crate::EventSink for NoSink {
+        fn next_id(&self) -> u64 {
+            0
+        }
+        fn notify(&self, _: crate::EventKind, _: &str) {}
+    }
+
+    fn three() -> (Quorum, Kids) {
+        let g = crate::options::Geometry {
+            block_size: 512,
+            num_blocks: 1024,
+        };
+        let o = crate::QuorumOptions {
+            vote_threshold: 2,
+            read_pattern: ReadPattern::Quorum,
+            blkverify: false,
+            rewrite_corrupted: false,
+        };
+        let q = Quorum::new("Q", o, g, std::sync::Arc::new(NoSink))
+            .with_replica_options(Default::default());
+        let kids = (0..3)
+            .map(|i| {
+                let r = Replica::new(1024, 128, crate::ChildState::Synced, StateReason::Created);
+                (format!("C{i}"), ChildCounters::default(), r)
+            })
+            .collect();
+        (q, Kids(kids))
+    }
+
+    #[test]
+    fn timeout_completes_by_threshold_and_leaves_the_hung_child_behind() {
+        let (q, kids) = three();
+        let mut io = QuorumIo::new();
+        let req = Request {
+            kind: IoKind::Write,
+            offset_blocks: 120,
+            num_blocks: 16,
+        };
+        assert!(matches!(
+            io.start(&q, &kids, req, ChildSet::first(3)),
+            Step::Submit(_)
+        ));
+        assert_eq!(io.on_child_done(&q, &kids, 0, Ok(())), Step::Wait);
+        assert_eq!(io.on_child_done(&q, &kids, 1, Ok(())), Step::Wait);
+        let step = io.on_timeout(&q, &kids);
+        assert_eq!(
+            step,
+            Step::Complete(Completion {
+                copy_from: None,
+                result: Ok(())
+            })
+        );
+        assert_eq!(
+            io.outstanding(),
+            ChildSet(0b100),
+            "the hung child's I/O is kept"
+        );
+        assert_eq!(kids.0[2].2.held(), 1);
+        let s = kids.0[2].2.status();
+        assert_eq!(s.state, crate::ChildState::OutOfSync);
+        assert_eq!(s.reason, StateReason::WriteTimedOut);
+        assert_eq!(s.dirty, 2, "blocks 120..136 touch regions 0 and 1");
+        assert!(kids.0[0].2.readable() && kids.0[1].2.readable());
+        assert_eq!(io.on_child_done(&q, &kids, 2, Ok(())), Step::Wait);
+        assert!(io.outstanding().is_empty() && io.is_idle());
+        assert_eq!(kids.0[2].2.held(), 0);
+        let reads = crate::replica::participants(IoKind::Read, kids.0.iter().map(|k| &k.2));
+        assert_eq!(reads, ChildSet(0b011), "reads skip the out_of_sync child");
+        let writes = crate::replica::participants(IoKind::Write, kids.0.iter().map(|k| &k.2));
+        assert_eq!(writes, ChildSet(0b111), "writes still reach it");
+    }
+
+    #[test]
+    fn a_write_failing_the_threshold_marks_nobody() {
+        let (q, kids) = three();
+        let mut io = QuorumIo::new();
+        let req = Request {
+            kind: IoKind::Write,
+            offset_blocks: 0,
+            num_blocks: 1,
+        };
+        let _ = io.start(&q, &kids, req, ChildSet::first(3));
+        let _ = io.on_child_done(&q, &kids, 0, Err(libc::EIO));
+        let _ = io.on_child_done(&q, &kids, 1, Err(libc::EIO));
+        let end = io.on_child_done(&q, &kids, 2, Ok(()));
+        assert!(matches!(
+            end,
+            Step::Complete(Completion { result: Err(_), .. })
+        ));
+        assert!(kids.0.iter().all(|k| k.2.readable()));
+        assert_eq!(
+            io.on_timeout(&q, &kids),
+            Step::Wait,
+            "nothing left to time out"
+        );
     }
 
     #[test]

@@ -20,16 +20,19 @@ pub mod io;
 #[cfg(test)]
 mod model_tests;
 pub mod options;
+pub mod pacing;
 pub mod params;
 pub mod quorum;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
+pub mod replica;
 pub mod vote;
 
 pub use bytes::ChildBytes;
-pub use counters::{ChildCounters, CounterSnapshot};
+pub use counters::{ChildCounters, CounterSnapshot, ScrubCounts, ScrubTally};
 pub use events::{EventKind, EventLog, EventSink, OpType, QuorumEvent};
 pub use io::{Children, IoKind, QuorumIo, Request, Step};
 pub use options::{QuorumOptions, ReadPattern, Refused};
 pub use quorum::Quorum;
+pub use replica::{ChildState, Replica, StateReason};
 pub use vote::{ChildSet, MAX_CHILDREN};

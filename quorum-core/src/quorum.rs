@@ -7,11 +7,13 @@ use std::sync::Arc;
 use crate::events::{EventLog, EventSink};
 use crate::guard::RewriteGuard;
 use crate::options::{Geometry, QuorumOptions};
+use crate::replica::ReplicaOptions;
 
 /// A quorum as the state machine needs it.
 pub struct Quorum {
     name: String,
     options: QuorumOptions,
+    replica: ReplicaOptions,
     geometry: Geometry,
     guard: Option<RewriteGuard>,
     events: EventLog,
@@ -29,6 +31,7 @@ impl Quorum {
         Quorum {
             name: name.to_string(),
             options,
+            replica: ReplicaOptions::default(),
             geometry,
             // Only rewrites can overwrite newer data, so only they need the guard's table.
             guard: options
@@ -48,6 +51,32 @@ impl Quorum {
         self.options
     }
 
+    /// The same quorum with replica-lifecycle options. Resync and rebuild copies go through
+    /// the rewrite guard, so it gets one whatever `rewrite_corrupted` says.
+    pub fn with_replica_options(mut self, replica: ReplicaOptions) -> Quorum {
+        self.replica = replica;
+        if self.guard.is_none() {
+            self.guard = Some(RewriteGuard::new(self.geometry.block_size));
+        }
+        self
+    }
+
+    /// Its replica-lifecycle options.
+    pub fn replica_options(&self) -> ReplicaOptions {
+        self.replica
+    }
+
+    /// A replica record for one of its children, sized and divided into regions as this
+    /// quorum's options say.
+    pub fn new_replica(
+        &self,
+        state: crate::ChildState,
+        reason: crate::StateReason,
+    ) -> crate::Replica {
+        let blocks = self.replica.region_blocks(self.geometry.block_size);
+        crate::Replica::new(self.geometry.num_blocks, blocks, state, reason)
+    }
+
     /// The geometry all its children share.
     pub fn geometry(&self) -> Geometry {
         self.geometry
@@ -58,8 +87,8 @@ impl Quorum {
         &self.events
     }
 
-    /// The rewrite guard, present with `rewrite_corrupted`.
-    pub(crate) fn guard(&self) -> Option<&RewriteGuard> {
+    /// The rewrite guard, present with `rewrite_corrupted` or replica options.
+    pub fn guard(&self) -> Option<&RewriteGuard> {
         self.guard.as_ref()
     }
 }

@@ -50,6 +50,9 @@ pub enum BdevError {
     /// The request makes no sense for this bdev.
     #[error("{0}")]
     Invalid(String),
+    /// Something is already running that excludes the request (a quorum's rebuild).
+    #[error("{0}")]
+    Busy(String),
     /// Stacking would make a bdev its own base, directly or through others; the path is the
     /// loop it would close, each bdev followed by one of its bases ("C1 -> C2 -> C1").
     #[error("bdev graph loop: {path}")]
@@ -73,7 +76,7 @@ impl BdevError {
         match self {
             BdevError::NotFound(_) => libc::ENODEV,
             BdevError::Exists(_) => libc::EEXIST,
-            BdevError::Claimed { .. } => libc::EBUSY,
+            BdevError::Claimed { .. } | BdevError::Busy(_) => libc::EBUSY,
             BdevError::Invalid(_) | BdevError::Loop { .. } => libc::EINVAL,
             BdevError::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }

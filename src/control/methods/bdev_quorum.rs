@@ -3,7 +3,8 @@
 
 use quorum_core::events::merged;
 use quorum_core::params::{
-    ChildParams, CreateParams, DeleteParams, GetBdevsParams, GetEventsParams, QuorumInfo,
+    AddChildParams, ChildParams, CreateParams, DeleteParams, GetBdevsParams, GetEventsParams,
+    QuorumInfo, ScrubStartParams, ScrubStopParams, SetOptionsParams,
 };
 use serde_json::{json, Value};
 
@@ -30,6 +31,26 @@ pub fn methods() -> Vec<RpcMethod> {
             handler: remove_child,
         },
         RpcMethod {
+            name: "bdev_quorum_rebuild_start",
+            handler: rebuild_start,
+        },
+        RpcMethod {
+            name: "bdev_quorum_rebuild_stop",
+            handler: rebuild_stop,
+        },
+        RpcMethod {
+            name: "bdev_quorum_scrub_start",
+            handler: scrub_start,
+        },
+        RpcMethod {
+            name: "bdev_quorum_scrub_stop",
+            handler: scrub_stop,
+        },
+        RpcMethod {
+            name: "bdev_quorum_set_options",
+            handler: set_options,
+        },
+        RpcMethod {
             name: "bdev_quorum_get_bdevs",
             handler: get_bdevs,
         },
@@ -43,7 +64,19 @@ pub fn methods() -> Vec<RpcMethod> {
 fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
         let p: CreateParams = parse_params(params)?;
-        let bdev = quorum::create(&ctx.rt, &p.name, &p.base_bdevs, p.options(), p.uuid)?;
+        if p.superblock {
+            return Err(RpcError::from(crate::bdev::BdevError::Invalid(
+                "superblock: true is not supported yet (quorums keep no on-disk metadata)".into(),
+            )));
+        }
+        let bdev = quorum::create_with(
+            &ctx.rt,
+            &p.name,
+            &p.base_bdevs,
+            p.options(),
+            p.replica_options(),
+            p.uuid,
+        )?;
         Ok(json!(bdev.name()))
     })
 }
@@ -57,11 +90,27 @@ fn delete(ctx: &Ctx, params: Option<Value>, reply: Reply) {
 }
 
 fn add_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
-    let p: ChildParams = match parse_params(params) {
+    let p: AddChildParams = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
-    quorum::add_child(&ctx.rt, &p.name, &p.base_bdev, reply_true(reply));
+    quorum::add_child(&ctx.rt, &p.name, &p.base_bdev, p.sync, reply_true(reply));
+}
+
+fn rebuild_start(ctx: &Ctx, params: Option<Value>, reply: Reply) {
+    reply_now(reply, || {
+        let p: ChildParams = parse_params(params)?;
+        quorum::rebuild_start(&ctx.rt, &p.name, &p.base_bdev)?;
+        Ok(json!(true))
+    })
+}
+
+fn rebuild_stop(ctx: &Ctx, params: Option<Value>, reply: Reply) {
+    reply_now(reply, || {
+        let p: ChildParams = parse_params(params)?;
+        quorum::rebuild_stop(&ctx.rt, &p.name, &p.base_bdev)?;
+        Ok(json!(true))
+    })
 }
 
 fn remove_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -70,6 +119,32 @@ fn remove_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         Err(e) => return reply(Err(e)),
     };
     quorum::remove_child(&ctx.rt, &p.name, &p.base_bdev, reply_true(reply));
+}
+
+fn scrub_start(ctx: &Ctx, params: Option<Value>, reply: Reply) {
+    reply_now(reply, || {
+        let p: ScrubStartParams = parse_params(params)?;
+        quorum::scrub_start(&ctx.rt, &p.name, p.max_bandwidth_mb_sec)?;
+        Ok(json!(true))
+    })
+}
+
+fn scrub_stop(ctx: &Ctx, params: Option<Value>, reply: Reply) {
+    reply_now(reply, || {
+        let p: ScrubStopParams = parse_params(params)?;
+        quorum::scrub_stop(&ctx.rt, &p.name)?;
+        Ok(json!(true))
+    })
+}
+
+fn set_options(ctx: &Ctx, params: Option<Value>, reply: Reply) {
+    reply_now(reply, || {
+        let p: SetOptionsParams = parse_params(params)?;
+        ctx.rt
+            .context::<quorum::ProcessOptions>()
+            .set(p.process_window_size_kb, p.process_max_bandwidth_mb_sec);
+        Ok(json!(true))
+    })
 }
 
 /// Per quorum: options, children and per-child counters summed over every reactor. The
@@ -100,7 +175,14 @@ fn collect_next(
     };
     let s2 = shared.clone();
     shared.collect_counters(&bdev, move |children| {
-        results.push(QuorumInfo::new(s2.name(), s2.options(), children));
+        results.push(QuorumInfo::new(
+            s2.name(),
+            s2.options(),
+            s2.replica_options(),
+            children,
+            s2.process_info(),
+            s2.scrub_counts(),
+        ));
         collect_next(quorums, index + 1, results, reply)
     });
 }

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 use quorum_core::io::{tag, Completion, Rewrite, Submit};
+use quorum_core::replica::participants;
 use quorum_core::{
-    ChildBytes, ChildCounters, ChildSet, Children, CounterSnapshot, IoKind, QuorumIo, Request,
-    Step, MAX_CHILDREN,
+    ChildBytes, ChildCounters, Children, CounterSnapshot, IoKind, QuorumIo, Replica, Request, Step,
+    MAX_CHILDREN,
 };
 
 use super::QuorumShared;
 use crate::bdev::{BdevChannel, IoBuf, IoChannel, IoDone, IoHandle, IoType};
 use crate::runtime::buf::DmaBuf;
+use crate::runtime::clock::{duration_to_ticks, ticks};
 use crate::runtime::{register_poller, unregister_poller, PollerId};
 
 /// One child as this reactor sees it.
@@ -31,6 +33,7 @@ struct ChildEntry {
     name: Arc<str>,
     channel: IoChannel,
     counters: Rc<ChildCounters>,
+    replica: Arc<Replica>,
 }
 
 /// The children a request works on, as the state machine indexes them.
@@ -43,6 +46,10 @@ impl Children for ChildList {
 
     fn counters(&self, child: usize) -> &ChildCounters {
         &self.0[child].counters
+    }
+
+    fn replica(&self, child: usize) -> Option<&Replica> {
+        Some(&self.0[child].replica)
     }
 }
 
@@ -74,7 +81,8 @@ impl ChildData {
     }
 }
 
-/// A parent I/O in flight.
+/// A parent I/O in flight, or (parent gone) one whose timed-out children have not
+/// completed yet: it keeps their channels and the memory they use until they do.
 struct RequestSlot {
     parent: Option<IoHandle>,
     children: Option<Rc<ChildList>>,
@@ -82,6 +90,11 @@ struct RequestSlot {
     /// Per child of `children` (reads only); as many entries as the most children a read
     /// had, `Unused` between requests, so it is not resized per I/O.
     data: Vec<ChildData>,
+    /// With a child timeout, the pooled copy a write goes out from: the caller gets its
+    /// buffer back at completion while a hung child may still read this one.
+    write_copy: Option<DmaBuf>,
+    /// Bumped per request, so a timeout entry of an earlier request is ignored.
+    seq: u64,
 }
 
 /// How long a write waits before retrying when a rewrite holds its blocks.
@@ -122,11 +135,25 @@ pub(super) struct QuorumChannel {
     free: RefCell<Vec<usize>>,
     deferred_writes: RefCell<VecDeque<IoHandle>>,
     retry_poller: Cell<Option<PollerId>>,
+    /// `child_io_timeout_ms` in ticks; 0: children are waited for forever.
+    timeout_ticks: u64,
+    /// Write-like requests by deadline (the timeout is one value, so push order is deadline
+    /// order): (deadline tick, slot, seq).
+    deadlines: RefCell<VecDeque<(u64, usize, u64)>>,
+    timeout_poller: Cell<Option<PollerId>>,
 }
 
 impl QuorumChannel {
     pub(super) fn new(shared: Arc<QuorumShared>) -> Rc<QuorumChannel> {
+        let timeout_ms = shared.replica_options().child_io_timeout_ms;
         let ch = Rc::new_cyclic(|me| QuorumChannel {
+            timeout_ticks: duration_to_ticks(Duration::from_millis(timeout_ms)),
+            deadlines: RefCell::new(VecDeque::with_capacity(if timeout_ms > 0 {
+                256
+            } else {
+                0
+            })),
+            timeout_poller: Cell::new(None),
             shared,
             me: me.clone(),
             children: RefCell::new(Rc::new(ChildList(Vec::new()))),
@@ -153,6 +180,7 @@ impl QuorumChannel {
                     name: existing.name.clone(),
                     channel: existing.channel.clone(),
                     counters: existing.counters.clone(),
+                    replica: existing.replica.clone(),
                 });
                 continue;
             }
@@ -162,6 +190,7 @@ impl QuorumChannel {
                     name: child.name.clone(),
                     channel,
                     counters: Rc::new(ChildCounters::default()),
+                    replica: child.replica.clone(),
                 }),
                 Err(e) => tracing::error!(child = %child.name, "quorum child channel: {e}"),
             }
@@ -201,29 +230,51 @@ impl QuorumChannel {
             children: None,
             io: QuorumIo::new(),
             data: Vec::with_capacity(MAX_CHILDREN),
+            write_copy: None,
+            seq: 0,
         });
         requests.len() - 1
     }
 
+    /// Takes the parent off its slot; the slot is free again unless children it timed out
+    /// on still hold it (then the last of them frees it).
     fn free_slot(&self, slot: usize) -> IoHandle {
-        let parent = {
-            let mut requests = self.requests.borrow_mut();
-            let r = &mut requests[slot];
-            r.children = None;
-            // Entries stay (no resizing per I/O); a read's buffers go back to the pool.
-            if r.io.kind() == IoKind::Read {
-                for d in r.data.iter_mut() {
-                    *d = ChildData::Unused;
-                }
-            }
-            r.parent.take().expect("request has a parent")
-        };
-        self.free.borrow_mut().push(slot);
+        let mut requests = self.requests.borrow_mut();
+        let r = &mut requests[slot];
+        let parent = r.parent.take().expect("request has a parent");
+        if r.io.outstanding().is_empty() {
+            self.release_slot(r, slot);
+        }
         parent
     }
 
-    /// Starts a parent I/O over every current child.
+    fn release_slot(&self, r: &mut RequestSlot, slot: usize) {
+        r.children = None;
+        r.write_copy = None;
+        // Entries stay (no resizing per I/O); a read's buffers go back to the pool.
+        if r.io.kind() == IoKind::Read {
+            for d in r.data.iter_mut() {
+                *d = ChildData::Unused;
+            }
+        }
+        self.free.borrow_mut().push(slot);
+    }
+
+    /// Starts a parent I/O over the children its kind goes to: reads to synced children,
+    /// the rest to every child not faulted.
     fn start(&self, io: IoHandle, kind: IoKind) {
+        self.start_with(io, kind, false)
+    }
+
+    /// A scrub's read of `io`'s blocks: every synced child is read and voted on, and the
+    /// winner written back to the children that lost (`QuorumIo::start_repairing`). At
+    /// completion `io.driver_ctx` holds the outvoted children (as a `ChildSet`'s bits) and
+    /// whether they were rewritten (1) or not (0).
+    pub(super) fn submit_repairing_read(&self, io: IoHandle) {
+        self.start_with(io, IoKind::Read, true)
+    }
+
+    fn start_with(&self, io: IoHandle, kind: IoKind, repair: bool) {
         let children = self.children.borrow().clone();
         let slot = self.alloc_slot();
         let step = {
@@ -234,9 +285,29 @@ impl QuorumChannel {
                 offset_blocks: io.offset_blocks,
                 num_blocks: io.num_blocks,
             };
-            let participants = ChildSet::first(children.0.len());
-            let step =
-                r.io.start(&self.shared.core, &*children, request, participants);
+            let participants = participants(kind, children.0.iter().map(|c| &*c.replica));
+            let step = if repair {
+                r.io.start_repairing(
+                    &self.shared.core,
+                    &*children,
+                    request.offset_blocks,
+                    request.num_blocks,
+                    participants,
+                )
+            } else {
+                r.io.start(&self.shared.core, &*children, request, participants)
+            };
+            r.seq = r.seq.wrapping_add(1);
+            if self.timeout_ticks != 0 && kind != IoKind::Read && matches!(step, Step::Submit(_)) {
+                if kind == IoKind::Write {
+                    let mut copy = DmaBuf::new(io.buf.len());
+                    // SAFETY: the parent's buffer is ours until we complete it.
+                    copy.as_mut_slice()
+                        .copy_from_slice(unsafe { io.buf.as_slice() });
+                    r.write_copy = Some(copy);
+                }
+                self.arm_timeout(slot, r.seq);
+            }
             r.parent = Some(io);
             r.children = Some(children);
             step
@@ -291,9 +362,14 @@ impl QuorumChannel {
             if is_read && r.data.len() < children.0.len() {
                 r.data.resize_with(children.0.len(), || ChildData::Unused);
             }
+            let write_from = match r.write_copy.as_mut() {
+                // SAFETY: the copy stays in the slot until every child I/O completed.
+                Some(copy) => unsafe { IoBuf::from_dma(copy) },
+                None => parent.buf,
+            };
             for c in submit.children {
                 let view = if !is_read {
-                    (io_type_of(submit.kind), parent.buf)
+                    (io_type_of(submit.kind), write_from)
                 } else if submit.into_parent == Some(c) {
                     r.data[c] = ChildData::Parent;
                     (IoType::Read, parent.buf)
@@ -405,12 +481,77 @@ impl QuorumChannel {
                     .copy_from_slice(r.data[winner].bytes(&[]));
             }
         }
-        let parent = self.free_slot(slot);
+        let (mismatched, rewritten) = self.requests.borrow()[slot].io.last_vote();
+        let mut parent = self.free_slot(slot);
+        if parent.io_type == IoType::Read {
+            // What a scrub's read learns of the vote (see `submit_repairing_read`).
+            parent.driver_ctx = [mismatched.0, u64::from(rewritten)];
+        }
         if in_callback {
             parent.complete_from_callback(completion.result);
         } else {
             parent.complete(completion.result);
         }
+    }
+
+    /// Remembers the request in `slot` must end `child_io_timeout_ms` from now.
+    fn arm_timeout(&self, slot: usize, seq: u64) {
+        self.deadlines
+            .borrow_mut()
+            .push_back((ticks() + self.timeout_ticks, slot, seq));
+        if self.timeout_poller.get().is_some() {
+            return;
+        }
+        let me = self.me.clone();
+        // A tenth of the timeout between checks (at least 1 ms): a request ends at most
+        // 10 % late, and an idle channel costs nothing once its queue is empty.
+        let period =
+            Duration::from_millis((self.shared.replica_options().child_io_timeout_ms / 10).max(1));
+        let id = register_poller(
+            Box::new(move || me.upgrade().map_or(0, |ch| ch.expire_deadlines())),
+            Some(period),
+            None,
+        );
+        self.timeout_poller.set(Some(id));
+    }
+
+    /// Ends every request whose deadline passed by the threshold rule, leaving its hung
+    /// children behind (out_of_sync, their regions dirty).
+    fn expire_deadlines(&self) -> usize {
+        let now = ticks();
+        let mut ended = 0;
+        loop {
+            let due = {
+                let mut deadlines = self.deadlines.borrow_mut();
+                match deadlines.front() {
+                    Some(&(deadline, slot, seq)) if deadline <= now => {
+                        deadlines.pop_front();
+                        Some((slot, seq))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((slot, seq)) = due else { break };
+            let step = {
+                let mut requests = self.requests.borrow_mut();
+                let r = &mut requests[slot];
+                if r.seq != seq || r.parent.is_none() {
+                    continue;
+                }
+                let children = r.children.as_deref().expect("children");
+                r.io.on_timeout(&self.shared.core, children)
+            };
+            if step != Step::Wait {
+                ended += 1;
+                self.advance(slot, step, false);
+            }
+        }
+        if self.deadlines.borrow().is_empty() {
+            if let Some(id) = self.timeout_poller.take() {
+                unregister_poller(id);
+            }
+        }
+        ended
     }
 
     /// Keeps a write a rewrite holds back, and retries it shortly.
@@ -452,6 +593,9 @@ impl Drop for QuorumChannel {
         if let Some(id) = self.retry_poller.take() {
             unregister_poller(id);
         }
+        if let Some(id) = self.timeout_poller.take() {
+            unregister_poller(id);
+        }
     }
 }
 
@@ -481,7 +625,16 @@ impl IoDone for QuorumChannel {
                 r.data[child] = ChildData::Lent(view);
             }
             let children = r.children.as_deref().expect("children");
-            r.io.on_child_done(&self.shared.core, children, child, status)
+            let step =
+                r.io.on_child_done(&self.shared.core, children, child, status);
+            if r.parent.is_none() {
+                // The last straggler of a request that timed out gives the slot back.
+                if r.io.outstanding().is_empty() {
+                    self.release_slot(r, slot);
+                }
+                return;
+            }
+            step
         };
         // Most completions only wait for the others: skip the step loop's frame for them.
         if step != Step::Wait {

@@ -9,6 +9,9 @@ use quorum_core::options::{
     children_changeable, common_geometry, distinct_children, may_add_child, may_remove_child,
     Geometry, Refused,
 };
+use quorum_core::params::SyncMode;
+use quorum_core::replica::{ReplicaOptions, StateEvent};
+use quorum_core::{ChildState, StateReason};
 
 use super::channel::QuorumChannel;
 use super::{
@@ -47,13 +50,26 @@ fn claim_all(registry: &BdevRegistry, name: &str, bdevs: &[Arc<Bdev>]) -> Result
     Ok(())
 }
 
-/// Creates and registers a quorum over `children` (`bdev_quorum_create`). Nothing is left
-/// claimed or registered if any check fails.
+/// Creates and registers a quorum over `children` with QEMU's options only (no child
+/// timeout, default dirty regions).
 pub fn create(
     rt: &Runtime,
     name: &str,
     children: &[String],
     options: QuorumOptions,
+    uuid: Option<uuid::Uuid>,
+) -> Result<Arc<Bdev>, BdevError> {
+    create_with(rt, name, children, options, ReplicaOptions::default(), uuid)
+}
+
+/// Creates and registers a quorum over `children` (`bdev_quorum_create`). Nothing is left
+/// claimed or registered if any check fails.
+pub fn create_with(
+    rt: &Runtime,
+    name: &str,
+    children: &[String],
+    options: QuorumOptions,
+    replica: ReplicaOptions,
     uuid: Option<uuid::Uuid>,
 ) -> Result<Arc<Bdev>, BdevError> {
     options.validate(children.len())?;
@@ -68,8 +84,9 @@ pub fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let shapes: Vec<(&str, Geometry)> = bdevs.iter().map(|b| (b.name(), geometry(b))).collect();
     let shape = common_geometry(&shapes)?;
+    replica.validate(shape.block_size)?;
     claim_all(&registry, name, &bdevs)?;
-    let shared = Arc::new(QuorumShared::new(rt, name, options, shape, &bdevs));
+    let shared = Arc::new(QuorumShared::new(rt, name, options, replica, shape, &bdevs));
     // A quorum lends no child's memory: what it returns is the vote's winner.
     let supported = IoType::ALL
         .into_iter()
@@ -101,19 +118,31 @@ pub fn add_child(
     rt: &Runtime,
     name: &str,
     child: &str,
+    sync: SyncMode,
     done: impl FnOnce(Result<(), BdevError>) + Send + 'static,
 ) {
-    match attach(rt, name, child) {
+    match attach(rt, name, child, sync) {
         Ok((bdev, shared)) => {
-            tracing::info!(quorum = name, child, "quorum child added");
-            refresh_everywhere(&shared, &bdev, move || done(Ok(())))
+            tracing::info!(quorum = name, child, ?sync, "quorum child added");
+            let (rt, name, child) = (rt.clone(), name.to_string(), child.to_string());
+            refresh_everywhere(&shared, &bdev, move || {
+                if sync == SyncMode::Full {
+                    // Its channels exist everywhere now: every write reaches it while the
+                    // rebuild copies what was there before.
+                    if let Err(e) = super::process::start(&rt, &name, &child) {
+                        tracing::error!(quorum = %name, child = %child, "rebuild: {e}");
+                    }
+                }
+                done(Ok(()))
+            })
         }
         Err(e) => done(Err(e)),
     }
 }
 
-/// Checks, claims and lists `child` as the last child of quorum `name`.
-fn attach(rt: &Runtime, name: &str, child: &str) -> Result<QuorumEntry, BdevError> {
+/// Checks, claims and lists `child` as the last child of quorum `name`: synced at once with
+/// `sync: none` (QEMU's behaviour), else out_of_sync with every region dirty.
+fn attach(rt: &Runtime, name: &str, child: &str, sync: SyncMode) -> Result<QuorumEntry, BdevError> {
     let (bdev, shared) = find(rt, name)?;
     children_changeable(&shared.options(), "add a child to")?;
     let registry = BdevRegistry::of(rt);
@@ -128,10 +157,23 @@ fn attach(rt: &Runtime, name: &str, child: &str) -> Result<QuorumEntry, BdevErro
         geometry(&child_bdev),
     )?;
     registry.claim_base(name, &child_bdev, CLAIM)?;
+    let replica = match sync {
+        SyncMode::None => shared
+            .core
+            .new_replica(ChildState::Synced, StateReason::AddedWithoutSync),
+        SyncMode::Full => {
+            let r = shared
+                .core
+                .new_replica(ChildState::OutOfSync, StateReason::Added);
+            r.mark_all_dirty();
+            r
+        }
+    };
     children.push(Child {
         id: shared.next_child_id.fetch_add(1, Ordering::Relaxed),
         name: Arc::from(child),
         bdev: child_bdev,
+        replica: Arc::new(replica),
     });
     drop(children);
     Ok((bdev, shared))
@@ -171,6 +213,8 @@ fn detach(
     let pos = may_remove_child(name, &shared.options(), &names, child)?;
     let removed = children.remove(pos);
     drop(children);
+    removed.replica.apply(StateEvent::Removed);
+    super::process::stop_for(&shared, Some(removed.id));
     Ok((bdev, shared, removed))
 }
 

@@ -8,6 +8,7 @@
 
 mod channel;
 mod control;
+mod process;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -16,12 +17,18 @@ use std::sync::{Arc, Mutex};
 
 use quorum_core::events::{EventIds, EventKind, EventLog, EventSink};
 use quorum_core::options::Geometry;
-use quorum_core::params::{ChildInfo, CreateParams, DriverSpecific};
-use quorum_core::{CounterSnapshot, Quorum};
+use quorum_core::params::{ChildInfo, ChildStateInfo, CreateParams, DriverSpecific};
+use quorum_core::replica::ReplicaOptions;
+use quorum_core::{
+    ChildState, CounterSnapshot, Quorum, Replica, ScrubCounts, ScrubTally, StateReason,
+};
 use serde_json::{json, Value};
 
 use self::channel::QuorumChannel;
-pub use self::control::{add_child, create, delete, remove_child};
+pub use self::control::{add_child, create, create_with, delete, remove_child};
+pub use self::process::{
+    scrub_start, scrub_stop, start as rebuild_start, stop as rebuild_stop, ProcessOptions,
+};
 use super::index::ModuleIndex;
 use crate::bdev::notify::Notifier;
 use crate::bdev::{Bdev, BdevBackend, BdevChannel, BdevError, IoType};
@@ -39,6 +46,20 @@ struct Child {
     id: u64,
     name: Arc<str>,
     bdev: Arc<Bdev>,
+    replica: Arc<Replica>,
+}
+
+impl Child {
+    fn state_info(&self) -> ChildStateInfo {
+        let s = self.replica.status();
+        ChildStateInfo {
+            name: self.name.to_string(),
+            state: s.state,
+            reason: s.reason,
+            dirty_regions: s.dirty,
+            copied_regions: self.replica.copied_regions(),
+        }
+    }
 }
 
 /// Numbers events runtime-wide and mirrors them into the runtime's notification log.
@@ -64,6 +85,10 @@ pub struct QuorumShared {
     children: Mutex<Vec<Child>>,
     next_child_id: AtomicU64,
     retired: Mutex<HashMap<u64, CounterSnapshot>>,
+    /// The rebuild or scrub running, if any (control path only).
+    process: Mutex<Option<Arc<process::JobStatus>>>,
+    /// What the running or last scrub found.
+    scrub_counts: ScrubTally,
 }
 
 impl QuorumShared {
@@ -71,6 +96,7 @@ impl QuorumShared {
         rt: &Runtime,
         name: &str,
         options: QuorumOptions,
+        replica: ReplicaOptions,
         geometry: Geometry,
         children: &[Arc<Bdev>],
     ) -> QuorumShared {
@@ -78,8 +104,9 @@ impl QuorumShared {
             ids: rt.context::<EventIds>(),
             notifier: rt.context::<Notifier>(),
         };
+        let core =
+            Quorum::new(name, options, geometry, Arc::new(sink)).with_replica_options(replica);
         QuorumShared {
-            core: Quorum::new(name, options, geometry, Arc::new(sink)),
             rt: rt.clone(),
             children: Mutex::new(
                 children
@@ -89,12 +116,41 @@ impl QuorumShared {
                         id: i as u64,
                         name: Arc::from(b.name()),
                         bdev: b.clone(),
+                        replica: Arc::new(
+                            core.new_replica(ChildState::Synced, StateReason::Created),
+                        ),
                     })
                     .collect(),
             ),
+            core,
             next_child_id: AtomicU64::new(children.len() as u64),
             retired: Mutex::new(HashMap::new()),
+            process: Mutex::new(None),
+            scrub_counts: ScrubTally::default(),
         }
+    }
+
+    fn num_blocks(&self) -> u64 {
+        self.core.geometry().num_blocks
+    }
+
+    /// Forgets the job that just ended.
+    fn end_process(&self) {
+        *self.process.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// What the running or last scrub found.
+    pub fn scrub_counts(&self) -> ScrubCounts {
+        self.scrub_counts.snapshot()
+    }
+
+    /// The running job's `process` object, if one runs.
+    pub fn process_info(&self) -> Option<quorum_core::params::ProcessInfo> {
+        self.process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|j| j.info())
     }
 
     fn children_snapshot(&self) -> Vec<Child> {
@@ -128,6 +184,19 @@ impl QuorumShared {
         self.children_snapshot()
             .iter()
             .map(|c| c.name.to_string())
+            .collect()
+    }
+
+    /// Its replica-lifecycle options.
+    pub fn replica_options(&self) -> ReplicaOptions {
+        self.core.replica_options()
+    }
+
+    /// Each child's replica state, in vote order.
+    pub fn child_states(&self) -> Vec<ChildStateInfo> {
+        self.children_snapshot()
+            .iter()
+            .map(Child::state_info)
             .collect()
     }
 
@@ -165,7 +234,7 @@ impl QuorumShared {
                     .children_snapshot()
                     .iter()
                     .map(|c| ChildInfo {
-                        name: c.name.to_string(),
+                        state: c.state_info(),
                         counters: totals.get(&c.id).copied().unwrap_or_default(),
                     })
                     .collect();
@@ -210,7 +279,7 @@ impl BdevBackend for QuorumBdev {
     }
 
     fn driver_specific(&self) -> Value {
-        let info = DriverSpecific::new(self.shared.options(), self.shared.child_names());
+        let info = DriverSpecific::new(self.shared.options(), self.shared.child_states());
         json!({ "quorum": info })
     }
 
@@ -219,12 +288,14 @@ impl BdevBackend for QuorumBdev {
             bdev.name(),
             self.shared.child_names(),
             self.shared.options(),
+            self.shared.replica_options(),
             bdev.uuid(),
         );
         Some(("bdev_quorum_create", json!(entry)))
     }
 
     fn destruct(&self) {
+        process::stop_for(&self.shared, None);
         for child in self.shared.children_snapshot() {
             child.bdev.release_claim();
         }

@@ -48,13 +48,6 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('base_bdevs', nargs='+', metavar='BASE', help='Base bdev names, in order')
     p.set_defaults(func=bdev_quorum_create)
 
-    def bdev_quorum_delete(args):
-        args.client.bdev_quorum_delete(name=args.name)
-
-    p = subparsers.add_parser('bdev_quorum_delete', help='Delete a quorum bdev')
-    p.add_argument('name', help='Quorum bdev name')
-    p.set_defaults(func=bdev_quorum_delete)
-
     def bdev_quorum_add_child(args):
         args.client.bdev_quorum_add_child(name=args.name, base_bdev=args.base_bdev,
                                           sync=args.sync)
@@ -67,34 +60,35 @@ def spdk_rpc_plugin_initialize(subparsers):
                         'none: trust it to hold the data already (QEMU)')
     p.set_defaults(func=bdev_quorum_add_child)
 
-    def bdev_quorum_rebuild_start(args):
-        args.client.bdev_quorum_rebuild_start(name=args.name, base_bdev=args.base_bdev)
+    def quorum_command(method, help_text, child_help=None):
+        """A command whose params are the quorum's name and, with `child_help`, a child's."""
+        def call(args):
+            params = {'name': args.name}
+            if child_help:
+                params['base_bdev'] = args.base_bdev
+            getattr(args.client, method)(**params)
 
-    p = subparsers.add_parser(
+        p = subparsers.add_parser(method, help=help_text)
+        p.add_argument('name', help='Quorum bdev name')
+        if child_help:
+            p.add_argument('base_bdev', help=child_help)
+        p.set_defaults(func=call)
+
+    quorum_command('bdev_quorum_delete', 'Delete a quorum bdev')
+    quorum_command('bdev_quorum_scrub_stop', 'Stop the scrub of a quorum')
+
+    quorum_command(
         'bdev_quorum_rebuild_start',
-        help='Copy to a child what it missed (its dirty regions), or all of it if synced')
-    p.add_argument('name', help='Quorum bdev name')
-    p.add_argument('base_bdev', help='Child to rebuild')
-    p.set_defaults(func=bdev_quorum_rebuild_start)
-
-    def bdev_quorum_rebuild_stop(args):
-        args.client.bdev_quorum_rebuild_stop(name=args.name, base_bdev=args.base_bdev)
-
-    p = subparsers.add_parser('bdev_quorum_rebuild_stop',
-                              help='Stop the rebuild of a child (it stays out_of_sync)')
-    p.add_argument('name', help='Quorum bdev name')
-    p.add_argument('base_bdev', help='Child being rebuilt')
-    p.set_defaults(func=bdev_quorum_rebuild_stop)
-
-    def bdev_quorum_remove_child(args):
-        args.client.bdev_quorum_remove_child(name=args.name, base_bdev=args.base_bdev)
-
-    p = subparsers.add_parser(
+        'Copy to a child what it missed (its dirty regions), or all of it if synced',
+        'Child to rebuild')
+    quorum_command(
+        'bdev_quorum_rebuild_stop',
+        'Stop the rebuild of a child (it stays out_of_sync)',
+        'Child being rebuilt')
+    quorum_command(
         'bdev_quorum_remove_child',
-        help='Remove a child from a quorum bdev (refused while children <= threshold)')
-    p.add_argument('name', help='Quorum bdev name')
-    p.add_argument('base_bdev', help='Child bdev to remove')
-    p.set_defaults(func=bdev_quorum_remove_child)
+        'Remove a child from a quorum bdev (refused while children <= threshold)',
+        'Child bdev to remove')
 
     def bdev_quorum_scrub_start(args):
         args.client.bdev_quorum_scrub_start(name=args.name,
@@ -107,13 +101,6 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('-b', '--max-bandwidth-mb-sec', dest='max_bandwidth_mb_sec', type=int,
                    help='Bandwidth limit in MiB/s (default: none)')
     p.set_defaults(func=bdev_quorum_scrub_start)
-
-    def bdev_quorum_scrub_stop(args):
-        args.client.bdev_quorum_scrub_stop(name=args.name)
-
-    p = subparsers.add_parser('bdev_quorum_scrub_stop', help='Stop the scrub of a quorum')
-    p.add_argument('name', help='Quorum bdev name')
-    p.set_defaults(func=bdev_quorum_scrub_stop)
 
     def bdev_quorum_set_options(args):
         args.client.bdev_quorum_set_options(

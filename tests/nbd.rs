@@ -9,12 +9,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::clients::{client, client_ok, qemu_io, unix_uri};
-use common::pattern;
 use common::target::{Target, PATIENCE};
+use common::{pattern, sparse_files};
 use quorum_bdev::exports::nbd::proto::{self, Command as Cmd, Request};
 use serde_json::{json, Value};
 
@@ -1056,22 +1055,9 @@ fn a_flood_of_silent_connections_does_not_keep_a_real_client_out() {
     assert!(t.alive());
 }
 
-/// `n` sparse 4 MiB files outside tmpfs (so file children use O_DIRECT), in a directory
-/// removed with the returned guard.
-fn sparse_files(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let paths: Vec<PathBuf> = (0..n)
-        .map(|i| dir.path().join(format!("{i}.raw")))
-        .collect();
-    for p in &paths {
-        std::fs::File::create(p).unwrap().set_len(4 << 20).unwrap();
-    }
-    (dir, paths)
-}
-
 #[test]
 fn fua_reaches_every_child_and_the_kernel_only_when_asked() {
-    let (_files, paths) = sparse_files(2);
+    let (_files, paths) = sparse_files(2, 4 << 20);
     let (a, u) = (&paths[0], &paths[1]);
     let t = Target::start_with(&["-m", "0x1"]);
     let sock = t.dir.path().join("nbd.sock");
@@ -1189,7 +1175,7 @@ fn next_hole(path: &Path, offset: i64) -> i64 {
 #[test]
 fn trim_over_nbd_unmaps_every_child_and_reads_back_zeroes() {
     const KIB: usize = 1024;
-    let (_files, paths) = sparse_files(3);
+    let (_files, paths) = sparse_files(3, 4 << 20);
     let t = Target::start_with(&["-m", "0x1"]);
     let sock = t.dir.path().join("nbd.sock");
     t.rpc_script(&format!(

@@ -9,28 +9,13 @@ use std::path::{Path, PathBuf};
 
 use common::clients::{qemu_io, unix_uri};
 use common::target::Target;
-use common::wait_until;
+use common::{sparse_files, wait_until};
 use serde_json::Value;
 
 /// Bytes of each child.
 const CHILD_BYTES: u64 = 8 << 20;
 /// Dirty-region size the quorums are created with.
 const REGION: u64 = 64 << 10;
-
-/// Raw files of `CHILD_BYTES`, in a directory removed with the returned guard.
-fn files(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let paths: Vec<PathBuf> = (0..n)
-        .map(|i| dir.path().join(format!("{i}.raw")))
-        .collect();
-    for p in &paths {
-        std::fs::File::create(p)
-            .unwrap()
-            .set_len(CHILD_BYTES)
-            .unwrap();
-    }
-    (dir, paths)
-}
 
 /// A target with quorum `Q` (threshold 2, `extra` options) over EE_A0..EE_A2 (error bdevs
 /// over aio bdevs A0..A2 on `paths`), exported over NBD on a Unix socket; returns the
@@ -94,7 +79,7 @@ fn file_bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
 
 #[test]
 fn a_hung_child_is_left_behind_after_the_timeout_and_resynced_from_its_dirty_regions_only() {
-    let (_dir, paths) = files(3);
+    let (_dir, paths) = sparse_files(3, CHILD_BYTES);
     let (t, uri) = quorum_on_files(&paths, "--child-io-timeout-ms 200");
     qemu_io(&uri, &["write -P 0x11 0 1M", "flush"]);
     assert_eq!(child(&t, "EE_A2")["state"], "synced");
@@ -185,7 +170,7 @@ fn a_hung_child_is_left_behind_after_the_timeout_and_resynced_from_its_dirty_reg
 
 #[test]
 fn an_added_child_is_rebuilt_in_full_or_trusted_with_sync_none() {
-    let (_dir, paths) = files(5);
+    let (_dir, paths) = sparse_files(5, CHILD_BYTES);
     let (t, uri) = quorum_on_files(&paths, "");
     qemu_io(
         &uri,
@@ -223,7 +208,7 @@ fn an_added_child_is_rebuilt_in_full_or_trusted_with_sync_none() {
 
 #[test]
 fn rebuild_requests_that_make_no_sense_are_refused_and_change_nothing() {
-    let (_dir, paths) = files(3);
+    let (_dir, paths) = sparse_files(3, CHILD_BYTES);
     let (t, _uri) = quorum_on_files(&paths, "");
     let err = |args: &[&str]| {
         let mut full = vec!["--plugin", "quorum_rpc_plugin"];
@@ -263,7 +248,7 @@ fn rebuild_requests_that_make_no_sense_are_refused_and_change_nothing() {
 
 #[test]
 fn scrub_repairs_every_corruption_planted_in_the_backing_files() {
-    let (_dir, paths) = files(3);
+    let (_dir, paths) = sparse_files(3, CHILD_BYTES);
     let (t, uri) = quorum_on_files(&paths, "");
     qemu_io(&uri, &["write -P 0x71 0 8M", "flush"]);
     // One corruption per child, each on its own region, written into the files directly.

@@ -26,6 +26,8 @@ pub mod quorum;
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 pub mod replica;
+#[cfg(test)]
+mod replica_model_tests;
 pub mod vote;
 
 pub use bytes::ChildBytes;

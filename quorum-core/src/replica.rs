@@ -227,6 +227,7 @@ pub struct Replica {
     dirty: DirtyMap,
     copied: AtomicU64,
     held: AtomicU64,
+    holds: AtomicU64,
 }
 
 impl Replica {
@@ -247,6 +248,7 @@ impl Replica {
             dirty: DirtyMap::new(num_blocks, region_blocks),
             copied: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            holds: AtomicU64::new(0),
         }
     }
 
@@ -254,7 +256,15 @@ impl Replica {
     /// memory of: a copy to the child waits until none is left, so a late write can never
     /// land over what the copy wrote.
     pub fn hold(&self) {
+        self.holds.fetch_add(1, SeqCst);
         self.held.fetch_add(1, SeqCst);
+    }
+
+    /// How many I/Os were ever held: a copy to the child is sound only if none was held
+    /// when it was issued and this did not change before it completed (no late write can
+    /// have raced it).
+    pub fn hold_epoch(&self) -> u64 {
+        self.holds.load(SeqCst)
     }
 
     /// One held I/O completed.

@@ -159,3 +159,16 @@ pub fn submit_all(rt: &Runtime, ops: Vec<Op>) -> Vec<Delivery> {
     drop(bufs);
     delivered
 }
+
+/// `n` sparse files of `bytes` each outside tmpfs (so file children use O_DIRECT), in a
+/// directory removed with the returned guard.
+pub fn sparse_files(n: usize, bytes: u64) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let paths: Vec<std::path::PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("{i}.raw")))
+        .collect();
+    for p in &paths {
+        std::fs::File::create(p).unwrap().set_len(bytes).unwrap();
+    }
+    (dir, paths)
+}

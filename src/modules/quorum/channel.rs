@@ -499,20 +499,35 @@ impl QuorumChannel {
         self.deadlines
             .borrow_mut()
             .push_back((ticks() + self.timeout_ticks, slot, seq));
-        if self.timeout_poller.get().is_some() {
-            return;
-        }
-        let me = self.me.clone();
         // A tenth of the timeout between checks (at least 1 ms): a request ends at most
         // 10 % late, and an idle channel costs nothing once its queue is empty.
         let period =
             Duration::from_millis((self.shared.replica_options().child_io_timeout_ms / 10).max(1));
+        self.ensure_poller(
+            &self.timeout_poller,
+            period,
+            QuorumChannel::expire_deadlines,
+        );
+    }
+
+    /// Runs `run` on this channel every `period` from a poller kept in `cell`, unless one
+    /// runs already.
+    fn ensure_poller(
+        &self,
+        cell: &Cell<Option<PollerId>>,
+        period: Duration,
+        run: fn(&QuorumChannel) -> usize,
+    ) {
+        if cell.get().is_some() {
+            return;
+        }
+        let me = self.me.clone();
         let id = register_poller(
-            Box::new(move || me.upgrade().map_or(0, |ch| ch.expire_deadlines())),
+            Box::new(move || me.upgrade().map_or(0, |ch| run(&ch))),
             Some(period),
             None,
         );
-        self.timeout_poller.set(Some(id));
+        cell.set(Some(id));
     }
 
     /// Ends every request whose deadline passed by the threshold rule, leaving its hung
@@ -558,16 +573,11 @@ impl QuorumChannel {
     fn defer_write(&self, slot: usize) {
         let io = self.free_slot(slot);
         self.deferred_writes.borrow_mut().push_back(io);
-        if self.retry_poller.get().is_some() {
-            return;
-        }
-        let me = self.me.clone();
-        let id = register_poller(
-            Box::new(move || me.upgrade().map_or(0, |ch| ch.retry_deferred_writes())),
-            Some(DEFERRED_WRITE_RETRY),
-            None,
+        self.ensure_poller(
+            &self.retry_poller,
+            DEFERRED_WRITE_RETRY,
+            QuorumChannel::retry_deferred_writes,
         );
-        self.retry_poller.set(Some(id));
     }
 
     fn retry_deferred_writes(&self) -> usize {

@@ -270,8 +270,8 @@ enum Phase {
     Draining,
     /// Reading window `(offset, blocks)` through the quorum's vote.
     Reading(u64, u64, ReadTicket),
-    /// Writing it to the child.
-    Writing(u64, u64),
+    /// Writing it to the child; the child's hold epoch when the write was issued.
+    Writing(u64, u64, u64),
     /// Finished or stopped.
     Over,
 }
@@ -382,7 +382,8 @@ impl Job {
     fn next_dirty(&self, replica: &Replica, target: &IoChannel) -> Option<(u64, u64)> {
         if replica.held() > 0 {
             // Writes it timed out on are still out: abort them (SPDK's reset aborts what a
-            // child holds) and copy only once none can land over the copies.
+            // child holds) and copy only once none can land over the copies. One reset per
+            // wait.
             if !self.reset_sent.replace(true) {
                 let reset = self.done_handle();
                 target.submit_new(IoType::Reset, 0, 0, IoBuf::NONE, reset, RESET);
@@ -390,6 +391,7 @@ impl Job {
             self.phase.set(Phase::Draining);
             return None;
         }
+        self.reset_sent.set(false);
         self.phase.set(Phase::Ready);
         let Some(region) = replica.take_dirty(self.cursor.get()) else {
             // Nothing dirty: synced, unless a write missed it again since the last region
@@ -430,14 +432,16 @@ impl Job {
             .core
             .guard()
             .expect("replica options give a guard");
-        if !guard.begin_rewrite(offset, blocks, ticket) {
-            // A client write reached these blocks since the read was issued: what was read
-            // may be older than what the child holds. Copy it again later.
+        let epoch = replica.hold_epoch();
+        if replica.held() > 0 || !guard.begin_rewrite(offset, blocks, ticket) {
+            // A client write reached these blocks since the read was issued (what was read
+            // may be older than what the child holds), or a write to the child timed out
+            // and could land late: copy it again later.
             replica.missed(offset, blocks, StateReason::ProcessRunning);
             self.phase.set(Phase::Ready);
             return;
         }
-        self.phase.set(Phase::Writing(offset, blocks));
+        self.phase.set(Phase::Writing(offset, blocks, epoch));
         let view = self.view(blocks);
         target.submit_new(
             IoType::Write,
@@ -460,7 +464,7 @@ impl Job {
         self.window_done(io.num_blocks);
     }
 
-    fn write_done(&self, offset: u64, blocks: u64, status: Result<(), i32>) {
+    fn write_done(&self, offset: u64, blocks: u64, epoch: u64, status: Result<(), i32>) {
         let Work::Rebuild { replica, .. } = &self.work else {
             return;
         };
@@ -470,6 +474,11 @@ impl Job {
         if status.is_err() {
             replica.missed(offset, blocks, StateReason::ProcessStopped);
             return self.finish(false);
+        }
+        if replica.hold_epoch() != epoch {
+            // A write to the child timed out while the copy was written: it may land over
+            // the copy later. The region is copied again once it drained.
+            replica.missed(offset, blocks, StateReason::ProcessRunning);
         }
         replica.count_copied();
         self.window_done(blocks);
@@ -513,10 +522,10 @@ impl IoDone for Job {
     fn io_done(&self, io: IoHandle) {
         match (io.tag, self.phase.get()) {
             (READ, Phase::Reading(_, _, ticket)) => self.read_done(&io, ticket),
-            (WRITE, Phase::Writing(offset, blocks)) => {
+            (WRITE, Phase::Writing(offset, blocks, epoch)) => {
                 let status = io.status();
                 drop(io);
-                self.write_done(offset, blocks, status)
+                self.write_done(offset, blocks, epoch, status)
             }
             // The reset's completion: the poller sees the held I/O drain.
             _ => {}

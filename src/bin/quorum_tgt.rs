@@ -96,6 +96,7 @@ fn main() -> ExitCode {
         rpc_socket: args.rpc_socket,
         config: args.json,
         interrupt_mode: args.interrupt_mode,
+        vhost_sock_dir: args.vhost_sock_dir,
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

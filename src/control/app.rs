@@ -1,6 +1,6 @@
 //! The target daemon's life, as `spdk_tgt`'s: take the RPC socket, start the reactors, apply
 //! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, stop the NBD server
-//! (draining its clients' in-flight I/O), wait until no bdev has I/O in flight, flush every
+//! and the vhost controllers (draining their clients' in-flight I/O), wait until no bdev has I/O in flight, flush every
 //! bdev that can be flushed, unregister the bdevs (top of each stack first) and stop the
 //! reactors.
 //!
@@ -17,7 +17,7 @@ use super::config::{self, ConfigError};
 use super::rpc::Ctx;
 use super::server::{RpcListener, ServerError};
 use crate::bdev::{blocking, BdevError, BdevRegistry, IoType};
-use crate::exports::nbd;
+use crate::exports::{nbd, vhost_blk};
 use crate::runtime::{Runtime, RuntimeOptions};
 
 /// What the command line decided.
@@ -32,6 +32,8 @@ pub struct AppOptions {
     /// Reactors sleep when idle (`--interrupt-mode`); otherwise they poll, pinned to their
     /// cores.
     pub interrupt_mode: bool,
+    /// Where vhost-user sockets are created (`-S`); the working directory when None.
+    pub vhost_sock_dir: Option<PathBuf>,
 }
 
 /// Why the target did not start, or did not stop cleanly.
@@ -118,6 +120,9 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
         context: "starting the reactors",
         source,
     })?;
+    if let Some(dir) = &opts.vhost_sock_dir {
+        vhost_blk::set_socket_dir(&rt, dir.clone());
+    }
     let ctx = Ctx { rt: rt.clone() };
     let serving = match &opts.config {
         Some(path) => config::load_file(&ctx, path).map_err(AppError::from),
@@ -137,6 +142,7 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
     server.stop();
     // Exports go before the flush: their in-flight writes complete and no new ones arrive.
     nbd::stop_blocking(&rt);
+    vhost_blk::stop_all_blocking(&rt);
     drain_io(&rt);
     let flushed = flush_all(&rt);
     unregister_all(&rt);

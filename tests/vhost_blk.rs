@@ -22,7 +22,10 @@ const MIB: usize = 1 << 20;
 fn quorum_controller(cpumask: &str) -> (Target, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sock_dir = dir.path().to_str().unwrap().to_string();
-    let t = Target::start_in(dir, &["-m", cpumask, "-S", &sock_dir, "-L", "exports::vhost_blk"]);
+    let t = Target::start_in(
+        dir,
+        &["-m", cpumask, "-S", &sock_dir, "-L", "exports::vhost_blk"],
+    );
     t.rpc_script(
         "bdev_malloc_create -b M0 16 512\n\
          bdev_malloc_create -b M1 16 512\n\
@@ -90,23 +93,35 @@ fn libblkio_round_trips_through_a_quorum_with_a_corrupting_child_on_two_queues()
             iov_len: len,
         })
         .collect();
-    let ret = c.one(0, |q| q.writev(2 * MIB as u64, iov.as_ptr(), 3, 0, ReqFlags::empty()));
+    let ret = c.one(0, |q| {
+        q.writev(2 * MIB as u64, iov.as_ptr(), 3, 0, ReqFlags::empty())
+    });
     assert_eq!(ret, 0);
     assert!(c.read(1, 2 * MIB as u64, 3 * 4096).unwrap() == data);
     for &(at, len) in &pieces {
         c.buf()[at..at + len].fill(0);
     }
-    let ret = c.one(1, |q| q.readv(2 * MIB as u64, iov.as_ptr(), 3, 0, ReqFlags::empty()));
+    let ret = c.one(1, |q| {
+        q.readv(2 * MIB as u64, iov.as_ptr(), 3, 0, ReqFlags::empty())
+    });
     assert_eq!(ret, 0);
     for (i, &(at, len)) in pieces.iter().enumerate() {
-        assert!(c.buf()[at..at + len] == data[i * 4096..(i + 1) * 4096], "piece {i}");
+        assert!(
+            c.buf()[at..at + len] == data[i * 4096..(i + 1) * 4096],
+            "piece {i}"
+        );
     }
 
     // Flush, write-zeroes, discard.
     assert_eq!(c.one(0, |q| q.flush(0, ReqFlags::empty())), 0);
     let span = 3 * 4096;
     assert_eq!(
-        c.one(1, |q| q.write_zeroes(2 * MIB as u64, span, 0, ReqFlags::empty())),
+        c.one(1, |q| q.write_zeroes(
+            2 * MIB as u64,
+            span,
+            0,
+            ReqFlags::empty()
+        )),
         0
     );
     assert!(c
@@ -151,13 +166,7 @@ fn a_client_that_disconnects_mid_io_leaves_the_target_serving_and_reconnects() {
         let chunk = pattern(64 << 10, i as u8);
         c.buf()[at..at + chunk.len()].copy_from_slice(&chunk);
         let ptr = c.ptr(at);
-        c.queues[0].write(
-            (MIB + at) as u64,
-            ptr,
-            64 << 10,
-            i,
-            ReqFlags::empty(),
-        );
+        c.queues[0].write((MIB + at) as u64, ptr, 64 << 10, i, ReqFlags::empty());
     }
     let mut none = [];
     let mut zero = std::time::Duration::ZERO;
@@ -184,7 +193,13 @@ fn rpcs_refuse_bad_requests_save_config_restores_controllers_and_delete_closes_t
     let err = |args: &[&str]| t.rpc_err(args)["code"].as_i64().unwrap();
     assert_eq!(err(&["vhost_create_blk_controller", "c0", "nope"]), -19);
     assert_eq!(
-        err(&["vhost_create_blk_controller", "c0", "M0", "--cpumask", "0x4"]),
+        err(&[
+            "vhost_create_blk_controller",
+            "c0",
+            "M0",
+            "--cpumask",
+            "0x4"
+        ]),
         -22
     );
     assert_eq!(
@@ -193,14 +208,27 @@ fn rpcs_refuse_bad_requests_save_config_restores_controllers_and_delete_closes_t
     );
     assert_eq!(err(&["vhost_create_blk_controller", "../c0", "M0"]), -22);
     assert_eq!(err(&["vhost_delete_controller", "c0"]), -19);
-    assert!(t.rpc_json(&["vhost_get_controllers"]).as_array().unwrap().is_empty());
+    assert!(t
+        .rpc_json(&["vhost_get_controllers"])
+        .as_array()
+        .unwrap()
+        .is_empty());
 
-    t.rpc_ok(&["vhost_create_blk_controller", "c0", "M0", "--cpumask", "0x2"]);
+    t.rpc_ok(&[
+        "vhost_create_blk_controller",
+        "c0",
+        "M0",
+        "--cpumask",
+        "0x2",
+    ]);
     t.rpc_ok(&["vhost_create_blk_controller", "c1", "N0", "-r"]);
     assert_eq!(err(&["vhost_create_blk_controller", "c0", "N0"]), -17);
     let ctrls = t.rpc_json(&["vhost_get_controllers", "-n", "c0"]);
     assert_eq!(ctrls[0]["cpumask"], "0x2");
-    assert_eq!(ctrls[0]["socket"], sock_dir.join("c0").display().to_string());
+    assert_eq!(
+        ctrls[0]["socket"],
+        sock_dir.join("c0").display().to_string()
+    );
 
     // A read-only controller says so (libblkio opens it only when asked for read-only);
     // block size 4096 shows in the geometry.
@@ -229,7 +257,10 @@ fn rpcs_refuse_bad_requests_save_config_restores_controllers_and_delete_closes_t
     assert!(Client::connect(&sock_dir.join("c1"), 1, MIB).is_err());
     let (status, dir) = t.signal(libc::SIGTERM);
     assert!(status.success());
-    assert!(!sock_dir.join("c0").exists(), "shutdown removes the sockets");
+    assert!(
+        !sock_dir.join("c0").exists(),
+        "shutdown removes the sockets"
+    );
 
     // Restart on the saved config: both controllers come back (c1 too, saved before delete).
     let cfg = dir.path().join("saved.json");

@@ -95,14 +95,18 @@ impl Client {
     pub fn write(&mut self, q: usize, offset: u64, data: &[u8]) -> i32 {
         self.buf()[..data.len()].copy_from_slice(data);
         let (ptr, len) = (self.ptr(0), data.len());
-        self.one(q, |queue| queue.write(offset, ptr, len, 0, ReqFlags::empty()))
+        self.one(q, |queue| {
+            queue.write(offset, ptr, len, 0, ReqFlags::empty())
+        })
     }
 
     /// Reads `len` bytes at byte `offset` through queue `q`.
     pub fn read(&mut self, q: usize, offset: u64, len: usize) -> Result<Vec<u8>, i32> {
         self.buf()[..len].fill(0xee);
         let ptr = self.ptr(0);
-        match self.one(q, |queue| queue.read(offset, ptr, len, 0, ReqFlags::empty())) {
+        match self.one(q, |queue| {
+            queue.read(offset, ptr, len, 0, ReqFlags::empty())
+        }) {
             0 => Ok(self.buf()[..len].to_vec()),
             err => Err(err),
         }

@@ -50,7 +50,10 @@ struct CreateParams {
 fn create_blk_controller(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
         let p: CreateParams = parse_params(params)?;
-        if p.transport.as_deref().is_some_and(|t| t != "vhost_user_blk") {
+        if p.transport
+            .as_deref()
+            .is_some_and(|t| t != "vhost_user_blk")
+        {
             return Err(RpcError::errno(
                 libc::EINVAL,
                 "only the vhost_user_blk transport is served",

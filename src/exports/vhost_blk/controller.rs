@@ -228,8 +228,7 @@ pub fn create_controller(
     cpumask: Option<&str>,
     read_only: bool,
 ) -> Result<(), VhostError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0')
-    {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
         return Err(VhostError::Invalid(format!(
             "invalid controller name '{name}' (a file name: no '/', not '.' or '..')"
         )));
@@ -373,13 +372,12 @@ fn serve(shared: Arc<ControllerShared>, listener: UnixListener, stopper: Arc<Sto
                 tracing::info!(ctrlr = %shared.name, "vhost-user frontend disconnected")
             }
             _ if stopper.requested() => {}
-            e => tracing::warn!(ctrlr = %shared.name, error = %e, "vhost-user protocol error; connection closed"),
+            e => {
+                tracing::warn!(ctrlr = %shared.name, error = %e, "vhost-user protocol error; connection closed")
+            }
         }
         drop(handler);
-        device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop_all();
+        device.lock().unwrap_or_else(|e| e.into_inner()).stop_all();
         *stopper.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         shared.connected.store(false, Ordering::Release);
     }

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestMemoryMmap,
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, MemoryRegionAddress,
 };
 
@@ -189,11 +189,19 @@ mod tests {
         let p = mem.host_range(4096, 1).unwrap();
         // SAFETY: p points into our own mapping of a region at least 4097 bytes long.
         unsafe { p.write(0xab) };
-        assert!(GuestMem::map(&specs[..1], vec![]).is_err(), "fd count mismatch");
+        assert!(
+            GuestMem::map(&specs[..1], vec![]).is_err(),
+            "fd count mismatch"
+        );
         // Regions come and go one at a time too (CONFIGURE_MEM_SLOTS).
-        let one = GuestMem::empty().with_region(&specs[0], memfd(1 << 20)).unwrap();
+        let one = GuestMem::empty()
+            .with_region(&specs[0], memfd(1 << 20))
+            .unwrap();
         assert!(one.host_range(4096, 1).is_some() && one.host_range(1 << 20, 1).is_none());
-        assert!(one.with_region(&specs[0], memfd(1 << 20)).is_err(), "overlap");
+        assert!(
+            one.with_region(&specs[0], memfd(1 << 20)).is_err(),
+            "overlap"
+        );
         let none = one.without_region(0, 1 << 20).unwrap();
         assert!(none.host_range(4096, 1).is_none());
         assert_eq!(none.frontend_to_guest(0x7000_0000), None);

@@ -7,8 +7,8 @@
 mod controller;
 mod device;
 mod memory;
-mod vring;
 pub mod virtio_blk;
+mod vring;
 
 pub use controller::{
     config_entries, controllers_json, create_controller, delete_controller, set_socket_dir,

@@ -257,11 +257,7 @@ fn rw_command(io_type: IoType, sector: u64, len: u64, g: &Geometry) -> Result<Co
 
 /// The bdev I/O of a discard or write-zeroes whose `segments` bytes (exactly one segment)
 /// were read from the request. Unknown flags, and any flag on a discard, are UNSUPP.
-pub fn range_command(
-    io_type: IoType,
-    segments: &[u8],
-    g: &Geometry,
-) -> Result<(u64, u64), Status> {
+pub fn range_command(io_type: IoType, segments: &[u8], g: &Geometry) -> Result<(u64, u64), Status> {
     let Ok(one) = <&[u8; RANGE_SEGMENT_LEN]>::try_from(segments) else {
         return Err(Status::IoErr);
     };
@@ -348,10 +344,21 @@ mod tests {
         let io = |t, sector, out, inn| command(&header(t, sector), lens(out, inn), &g);
         assert_eq!(io(VIRTIO_BLK_T_IN, 8 * 256, 0, 4096), Err(Status::IoErr));
         assert_eq!(io(VIRTIO_BLK_T_IN, 8 * 255, 0, 8192), Err(Status::IoErr));
-        assert_eq!(io(VIRTIO_BLK_T_IN, 1, 0, 4096), Err(Status::IoErr), "unaligned sector");
-        assert_eq!(io(VIRTIO_BLK_T_OUT, 0, 512, 0), Err(Status::IoErr), "partial block");
+        assert_eq!(
+            io(VIRTIO_BLK_T_IN, 1, 0, 4096),
+            Err(Status::IoErr),
+            "unaligned sector"
+        );
+        assert_eq!(
+            io(VIRTIO_BLK_T_OUT, 0, 512, 0),
+            Err(Status::IoErr),
+            "partial block"
+        );
         assert_eq!(io(VIRTIO_BLK_T_IN, u64::MAX, 0, 4096), Err(Status::IoErr));
-        assert_eq!(io(VIRTIO_BLK_T_IN, u64::MAX / 512, 0, 4096), Err(Status::IoErr));
+        assert_eq!(
+            io(VIRTIO_BLK_T_IN, u64::MAX / 512, 0, 4096),
+            Err(Status::IoErr)
+        );
     }
 
     #[test]
@@ -360,7 +367,11 @@ mod tests {
             read_only: true,
             ..geometry()
         };
-        for t in [VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES] {
+        for t in [
+            VIRTIO_BLK_T_OUT,
+            VIRTIO_BLK_T_DISCARD,
+            VIRTIO_BLK_T_WRITE_ZEROES,
+        ] {
             assert_eq!(
                 command(&header(t, 0), lens(4096, 0), &g),
                 Err(Status::IoErr)
@@ -455,7 +466,10 @@ mod tests {
         );
         let two = [segment(0, 8, 0), segment(8, 8, 0)].concat();
         assert_eq!(range_command(IoType::Unmap, &two, &g), Err(Status::IoErr));
-        assert_eq!(range_command(IoType::Unmap, &[0; 8], &g), Err(Status::IoErr));
+        assert_eq!(
+            range_command(IoType::Unmap, &[0; 8], &g),
+            Err(Status::IoErr)
+        );
         assert_eq!(
             range_command(IoType::Unmap, &segment(8 * 250, 8 * 7, 0), &g),
             Err(Status::IoErr),
@@ -493,6 +507,9 @@ mod tests {
     #[test]
     fn device_id_is_the_name_cut_or_padded_to_20_bytes() {
         assert_eq!(&device_id("Quorum0")[..8], b"Quorum0\0");
-        assert_eq!(&device_id("a-very-long-bdev-name-indeed"), b"a-very-long-bdev-nam");
+        assert_eq!(
+            &device_id("a-very-long-bdev-name-indeed"),
+            b"a-very-long-bdev-nam"
+        );
     }
 }

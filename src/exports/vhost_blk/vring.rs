@@ -386,7 +386,12 @@ impl Vring {
         head: u16,
         chain: virtio_queue::DescriptorChain<&vm_memory::GuestMemoryMmap>,
     ) -> Result<(), BadChain> {
-        if self.slots.borrow().get(head as usize).is_none_or(|s| s.busy) {
+        if self
+            .slots
+            .borrow()
+            .get(head as usize)
+            .is_none_or(|s| s.busy)
+        {
             return Err(BadChain::HeadInUse);
         }
         self.walk(mem, chain)?;
@@ -465,8 +470,7 @@ impl Vring {
     /// aligned for any child, otherwise a pool buffer (filled now for a write, copied back
     /// at completion for a read).
     fn data_buf(&self, head: u16, segs: &[Seg], read: bool) -> IoBuf {
-        if let Some(run) = contiguous(segs).filter(|r| (r.ptr as usize).is_multiple_of(BUF_ALIGN))
-        {
+        if let Some(run) = contiguous(segs).filter(|r| (r.ptr as usize).is_multiple_of(BUF_ALIGN)) {
             // SAFETY: the run is guest memory inside one mapped region; the mapping is kept
             // (this queue holds the table) until the I/O completed, as a memory-table change
             // drains in-flight I/O first.
@@ -499,7 +503,11 @@ impl Vring {
     ) -> Result<(), BadChain> {
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[head as usize];
-        let written = if status == Status::Ok { slot.written } else { 0 };
+        let written = if status == Status::Ok {
+            slot.written
+        } else {
+            0
+        };
         // SAFETY: the status byte was checked to be guest memory in the current table.
         unsafe { slot.status.write_volatile(status as u8) };
         slot.busy = false;

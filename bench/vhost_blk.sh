@@ -44,6 +44,7 @@ wait_socket() {
     echo "socket $1 never appeared" >&2; exit 1
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A IOPS
 measure() { # label socket
     for rw in randread randwrite; do
@@ -96,6 +97,8 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
     echo
     echo "One run of \`bench/vhost_blk.sh $RUNTIME\` at $(git rev-parse --short HEAD), $(date -u +%F):"
     echo "libblkio, one poll queue, 4 KiB, QD 32, ${RUNTIME} s per point; daemon on core 0, load on core 1."
+    echo "Load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (figures from"
+    echo "a machine whose load exceeds its 2 CPUs measure the sharing, not the daemons)."
     echo
     echo "| target | randread IOPS | randwrite IOPS |"
     echo "|---|---|---|"

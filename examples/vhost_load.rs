@@ -47,7 +47,7 @@ fn main() {
         rng ^= rng << 17;
         (rng % blocks) * bs as u64
     };
-    let mut submit = |q: &mut blkio::Blkioq, slot: usize, offset: u64| {
+    let submit = |q: &mut blkio::Blkioq, slot: usize, offset: u64| {
         let buf = (region.addr + slot * bs) as *mut u8;
         if write {
             q.write(offset, buf, bs, slot, ReqFlags::empty());

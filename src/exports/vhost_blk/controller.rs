@@ -19,6 +19,7 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use super::device::Device;
 use super::virtio_blk::Geometry;
 use crate::bdev::{Bdev, BdevError, BdevRegistry, IoType};
+use crate::exports::gate::Gate;
 use crate::exports::socket::remove_stale_socket;
 use crate::runtime::cpumask::{format_cpumask, parse_cpumask};
 use crate::runtime::Runtime;
@@ -88,8 +89,6 @@ impl ControllerShared {
     }
 }
 
-type Waiter = Box<dyn FnOnce() + Send>;
-
 /// How delete reaches the controller's thread, wherever it blocks: an eventfd for the
 /// accept wait, a shutdown of the connection for rust-vmm's blocking request read.
 #[derive(Default)]
@@ -97,22 +96,13 @@ struct Stopper {
     requested: AtomicBool,
     wake: Mutex<Option<OwnedFd>>,
     conn: Mutex<Option<UnixStream>>,
-    /// Run when the thread is gone; `None` once it is.
-    waiters: Mutex<Option<Vec<Waiter>>>,
+    /// The thread holds the only ticket: closing the gate waits for the thread to finish.
+    life: Arc<Gate>,
 }
 
 impl Stopper {
-    fn request(&self, done: Waiter) {
-        {
-            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            match waiters.as_mut() {
-                Some(list) => list.push(done),
-                None => {
-                    drop(waiters);
-                    return done();
-                }
-            }
-        }
+    /// Asks the thread to finish; `done` runs once it has (its rings drained, socket gone).
+    fn request(&self, done: impl FnOnce() + Send + 'static) {
         self.requested.store(true, Ordering::Release);
         if let Some(fd) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let one = 1u64;
@@ -122,22 +112,11 @@ impl Stopper {
         if let Some(conn) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = conn.shutdown(std::net::Shutdown::Both);
         }
+        self.life.close(done);
     }
 
     fn requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
-    }
-
-    fn finished(&self) {
-        let waiters = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or_default();
-        for w in waiters {
-            w();
-        }
     }
 }
 
@@ -260,9 +239,9 @@ pub fn create_controller(
     let stopper = Arc::new(Stopper {
         // SAFETY: `wake` is a fresh descriptor nobody else owns.
         wake: Mutex::new(Some(unsafe { OwnedFd::from_raw_fd(wake) })),
-        waiters: Mutex::new(Some(Vec::new())),
         ..Default::default()
     });
+    let ticket = stopper.life.enter();
     let shared = Arc::new(ControllerShared {
         name: name.to_string(),
         bdev,
@@ -283,7 +262,10 @@ pub fn create_controller(
         let (shared, stopper) = (shared.clone(), stopper.clone());
         std::thread::Builder::new()
             .name(format!("vhost_{name}"))
-            .spawn(move || serve(shared, listener, stopper))
+            .spawn(move || {
+                let _alive = ticket;
+                serve(shared, listener, stopper)
+            })
     };
     if let Err(source) = thread {
         let _ = std::fs::remove_file(&shared.socket);
@@ -384,7 +366,6 @@ fn serve(shared: Arc<ControllerShared>, listener: UnixListener, stopper: Arc<Sto
     drop(listener);
     let _ = std::fs::remove_file(&shared.socket);
     tracing::info!(ctrlr = %shared.name, "vhost-user-blk controller deleted");
-    stopper.finished();
 }
 
 /// Deletes controller `name`: its socket closes, its frontend is cut off once the rings
@@ -411,7 +392,7 @@ pub fn delete_controller(
     {
         controller.shared.bdev.unsubscribe_remove(key);
     }
-    controller.stopper.request(Box::new(move || done(Ok(()))));
+    controller.stopper.request(move || done(Ok(())));
 }
 
 /// Deletes every controller and waits (target shutdown), from outside the reactors.

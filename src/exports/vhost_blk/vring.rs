@@ -596,3 +596,53 @@ impl IoDone for Vring {
         self.finish_pause();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(mem: &mut [u8], runs: &[(usize, usize)]) -> Vec<Seg> {
+        runs.iter()
+            .map(|&(at, len)| Seg {
+                ptr: mem[at..].as_mut_ptr(),
+                len,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_comes_off_the_front_even_when_split_over_segments() {
+        let mut mem: Vec<u8> = (0..64).collect();
+        let mut s = segs(&mut mem, &[(0, 10), (20, 10), (40, 20)]);
+        let mut hdr = [0u8; HEADER_LEN];
+        assert_eq!(gather(&s, &mut hdr), HEADER_LEN);
+        assert_eq!(&hdr[..10], &(0..10).collect::<Vec<u8>>()[..]);
+        assert_eq!(&hdr[10..], &[20, 21, 22, 23, 24, 25]);
+        skip_front(&mut s, HEADER_LEN);
+        assert_eq!(s.len(), 2, "the first segment is used up");
+        assert_eq!(total(&s), 24);
+        let mut rest = [0u8; 24];
+        gather(&s, &mut rest);
+        assert_eq!(rest[0], 26);
+        assert_eq!(rest[4], 40);
+    }
+
+    #[test]
+    fn adjacent_segments_are_one_run_and_gaps_are_not() {
+        let mut mem = vec![0u8; 64];
+        let joined = contiguous(&segs(&mut mem, &[(0, 16), (16, 16), (32, 8)])).unwrap();
+        assert_eq!(joined.len, 40);
+        assert!(contiguous(&segs(&mut mem, &[(0, 16), (20, 8)])).is_none());
+        assert!(contiguous(&[]).is_none());
+    }
+
+    #[test]
+    fn scatter_fills_segments_in_order_and_stops_at_the_data_end() {
+        let mut mem = vec![0u8; 32];
+        let s = segs(&mut mem, &[(0, 4), (10, 4), (20, 4)]);
+        assert_eq!(scatter(&s, &[1, 2, 3, 4, 5, 6]), 6);
+        assert_eq!(&mem[..4], &[1, 2, 3, 4]);
+        assert_eq!(&mem[10..14], &[5, 6, 0, 0]);
+        assert_eq!(&mem[20..24], &[0; 4]);
+    }
+}

@@ -272,3 +272,59 @@ fn rpcs_refuse_bad_requests_save_config_restores_controllers_and_delete_closes_t
     assert_eq!(rw.write(0, 0, &pattern(4096, 4)), 0);
     assert!(rw.read(0, 0, 4096).unwrap() == pattern(4096, 4));
 }
+
+#[test]
+fn a_memory_table_change_waits_for_in_flight_io_before_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap().to_string();
+    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s]);
+    // Writes take a second: in flight when the table changes, however loaded the machine.
+    t.rpc_script(
+        "bdev_malloc_create -b M0 8 512\n\
+         bdev_delay_create -b M0 -d D0 -r 0 -t 0 -w 1000000 -n 1000000\n\
+         vhost_create_blk_controller vd D0\n",
+    );
+    let mut c = Client::connect(&t.dir.path().join("vd"), 1, MIB).unwrap();
+    let data = pattern(64 << 10, 5);
+    c.buf()[..data.len()].copy_from_slice(&data);
+    let ptr = c.ptr(0);
+    c.queues[0].write(4096, ptr, data.len(), 7, ReqFlags::empty());
+    let mut none = [];
+    let mut zero = std::time::Duration::ZERO;
+    assert_eq!(
+        c.queues[0]
+            .do_io(&mut none, 0, Some(&mut zero), None)
+            .unwrap(),
+        0
+    );
+    // A second buffer region: ADD_MEM_REG, acknowledged only once the rings drained, so
+    // the write is complete when map_mem_region returns.
+    let start = std::time::Instant::now();
+    let region = c.blkio.alloc_mem_region(MIB).unwrap();
+    c.blkio.map_mem_region(&region).unwrap();
+    let waited = start.elapsed();
+    let mut done: Vec<std::mem::MaybeUninit<blkio::Completion>> =
+        vec![std::mem::MaybeUninit::uninit()];
+    let mut zero = std::time::Duration::ZERO;
+    let got = c.queues[0]
+        .do_io(&mut done, 0, Some(&mut zero), None)
+        .unwrap();
+    assert_eq!(
+        got, 1,
+        "the write completed before the new table was acknowledged"
+    );
+    // SAFETY: do_io initialised the first completion.
+    let first = unsafe { done[0].assume_init_ref() };
+    assert_eq!((first.user_data, first.ret), (7, 0));
+    assert!(
+        waited >= std::time::Duration::from_millis(500),
+        "{waited:?}"
+    );
+    // The new region is usable: read the data back into it.
+    let fresh = region.addr as *mut u8;
+    let ret = c.one(0, |q| q.read(4096, fresh, 64 << 10, 0, ReqFlags::empty()));
+    assert_eq!(ret, 0);
+    // SAFETY: the region is mapped for MIB bytes.
+    let back = unsafe { std::slice::from_raw_parts(fresh, 64 << 10) };
+    assert!(back == data.as_slice());
+}

@@ -15,8 +15,12 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const HEADER_LEN: usize = 16;
 /// Data segments one request may carry (`seg_max`): a queue of 128 minus header and status.
 pub const SEG_MAX: u32 = 126;
-/// Largest data segment (`size_max`): what one pooled buffer holds.
-pub const SIZE_MAX: u32 = 1 << 20;
+/// Largest data segment (`size_max`).
+pub const SIZE_MAX: u32 = 64 << 10;
+/// Most data one request may carry: `seg_max` segments of `size_max`, the most a driver
+/// honouring the config sends. Larger requests are IOERR, so a guest cannot make the device
+/// take (or bounce) unbounded memory for one request.
+pub const MAX_DATA_BYTES: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 /// Most queues a controller offers (`num_queues`, GET_QUEUE_NUM).
 pub const MAX_QUEUES: u16 = 16;
 /// Discard and write-zeroes segments per request: one, as QEMU offers.
@@ -247,6 +251,9 @@ fn blocks(sector: u64, bytes: u64, g: &Geometry) -> Result<(u64, u64), Status> {
 }
 
 fn rw_command(io_type: IoType, sector: u64, len: u64, g: &Geometry) -> Result<Command, Status> {
+    if len > MAX_DATA_BYTES {
+        return Err(Status::IoErr);
+    }
     let (offset_blocks, num_blocks) = blocks(sector, len, g)?;
     Ok(Command::Io {
         io_type,

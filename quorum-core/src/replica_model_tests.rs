@@ -217,7 +217,10 @@ impl Sim {
         };
         let mut h = self.hung.remove(i);
         self.kids.store(child, h.offset, &h.data);
-        assert_eq!(h.io.on_child_done(&self.q, &self.kids, child, Ok(())), Step::Wait);
+        assert_eq!(
+            h.io.on_child_done(&self.q, &self.kids, child, Ok(())),
+            Step::Wait
+        );
     }
 
     /// A voted read through the state machine; `Ok(winner's bytes)` or the errno.

@@ -19,7 +19,6 @@ use crate::io::{Children, IoKind, QuorumIo, Request, Step};
 use crate::options::{Geometry, QuorumOptions, ReadPattern};
 use crate::quorum::Quorum;
 use crate::replica::{participants, ChildState, Replica, StateEvent, StateReason};
-use crate::vote::ChildSet;
 
 const BS: usize = 512;
 const BLOCKS: u64 = 16;

@@ -2,6 +2,7 @@
 //! (in `target`) the real daemon driven from outside.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod target;
 
 use quorum_bdev::runtime::{Runtime, RuntimeOptions};

@@ -9,6 +9,6 @@ mod server;
 pub use crate::nbd::proto;
 
 pub use server::{
-    config_entries, create_export, delete_export, exports_json, start, stop, stop_blocking, Export,
-    ListenAddr, NbdContext, NbdError, DEFAULT_PORT,
+    attach_client, config_entries, create_export, delete_export, exports_json, start, stop,
+    stop_blocking, Export, ListenAddr, NbdContext, NbdError, DEFAULT_PORT,
 };

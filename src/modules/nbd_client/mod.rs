@@ -17,7 +17,7 @@ mod relay;
 pub mod uri;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,44 @@ pub const DEFAULT_IO_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Most connections one bdev opens.
 pub const MAX_CONNECTIONS: u32 = 16;
+/// Longest timeout accepted (an hour): beyond it a timeout no longer bounds anything.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Limits on what `bdev_nbd_client_create` may reach and wait for, per runtime (a
+/// [`Runtime::context`]). The daemon sets none; the fuzz fixtures do, so that a mutated URI
+/// never leaves this machine and a silent peer cannot hold an input past the fuzzer's hang
+/// limit.
+#[derive(Default)]
+pub struct ConnectLimits {
+    local_only: AtomicBool,
+    max_connect_timeout_ms: AtomicU64,
+}
+
+impl ConnectLimits {
+    /// Allows only Unix sockets and loopback hosts, each connect bounded by `max_ms`.
+    pub fn restrict(&self, max_ms: u64) {
+        self.local_only.store(true, Ordering::Relaxed);
+        self.max_connect_timeout_ms.store(max_ms, Ordering::Relaxed);
+    }
+
+    fn apply(&self, uri: &NbdUri, options: &mut NbdClientOptions) -> Result<(), BdevError> {
+        if !self.local_only.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let uri::Endpoint::Tcp { host, .. } = &uri.endpoint {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                return Err(refuse(format!("uri: host {host} is not allowed here")));
+            }
+        }
+        let max = self.max_connect_timeout_ms.load(Ordering::Relaxed);
+        options.connect_timeout_ms = options.connect_timeout_ms.min(max);
+        Ok(())
+    }
+}
 
 /// What `bdev_nbd_client_create` takes.
 #[derive(Debug, Clone)]
@@ -327,7 +365,7 @@ fn block_size(opts: &NbdClientOptions, n: &Negotiated) -> Result<u32, BdevError>
 /// a taken name, a bad URI or option.
 pub fn create(
     rt: &Runtime,
-    options: NbdClientOptions,
+    mut options: NbdClientOptions,
     done: impl FnOnce(Result<Arc<Bdev>, BdevError>) + Send + 'static,
 ) {
     if let Err(e) = check(rt, &options) {
@@ -337,6 +375,9 @@ pub fn create(
         Ok(uri) => uri,
         Err(why) => return done(Err(refuse(format!("uri: {why}")))),
     };
+    if let Err(e) = rt.context::<ConnectLimits>().apply(&uri, &mut options) {
+        return done(Err(e));
+    }
     let rt2 = rt.clone();
     let spawned = std::thread::Builder::new()
         .name("nbd-connect".into())
@@ -362,8 +403,15 @@ fn check(rt: &Runtime, o: &NbdClientOptions) -> Result<(), BdevError> {
             "num_connections must be 1 to {MAX_CONNECTIONS}"
         )));
     }
-    if o.connect_timeout_ms == 0 {
-        return Err(refuse("connect_timeout_ms must be greater than 0"));
+    if o.connect_timeout_ms == 0 || o.connect_timeout_ms > MAX_TIMEOUT_MS {
+        return Err(refuse(format!(
+            "connect_timeout_ms must be 1 to {MAX_TIMEOUT_MS}"
+        )));
+    }
+    if o.io_timeout_ms > MAX_TIMEOUT_MS {
+        return Err(refuse(format!(
+            "io_timeout_ms must be 0 (no limit) to {MAX_TIMEOUT_MS}"
+        )));
     }
     Ok(())
 }

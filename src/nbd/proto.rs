@@ -1107,6 +1107,131 @@ mod tests {
     }
 
     #[test]
+    fn the_client_accepts_our_greeting_and_refuses_oldstyle_or_foreign_ones() {
+        let ours = greeting();
+        assert_eq!(
+            parse_greeting(&ours),
+            Ok(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)
+        );
+        let mut oldstyle = ours;
+        oldstyle[8..16].copy_from_slice(&OLDSTYLE_MAGIC.to_be_bytes());
+        assert_eq!(
+            parse_greeting(&oldstyle),
+            Err(ProtoError::Greeting(OLDSTYLE_MAGIC))
+        );
+        let mut not_fixed = ours;
+        not_fixed[17] = 0;
+        assert_eq!(
+            parse_greeting(&not_fixed),
+            Err(ProtoError::NotFixedNewstyle)
+        );
+        assert!(matches!(
+            parse_greeting(&[b'x'; GREETING_LEN]),
+            Err(ProtoError::Greeting(_))
+        ));
+    }
+
+    #[test]
+    fn client_options_are_what_the_server_side_decodes() {
+        let go = option_request(OPT_GO, &info_request(b"disk", &[INFO_BLOCK_SIZE]));
+        let mut head = [0u8; OPTION_HEADER_LEN];
+        head.copy_from_slice(&go[..OPTION_HEADER_LEN]);
+        let (option, len) = parse_option_header(&head).unwrap();
+        assert_eq!(
+            (option, len as usize),
+            (OPT_GO, go.len() - OPTION_HEADER_LEN)
+        );
+        assert_eq!(
+            parse_option(option, &go[OPTION_HEADER_LEN..]),
+            OptionRequest::Info {
+                name: "disk".into(),
+                requests: vec![INFO_BLOCK_SIZE],
+                go: true
+            }
+        );
+    }
+
+    #[test]
+    fn option_replies_and_infos_decode_what_the_server_side_encodes() {
+        let reply = option_reply(OPT_GO, REP_INFO, &info_export(1 << 30, 0x1ff));
+        let mut head = [0u8; OPTION_REPLY_HEADER_LEN];
+        head.copy_from_slice(&reply[..OPTION_REPLY_HEADER_LEN]);
+        let r = OptionReply::parse(&head).unwrap();
+        assert_eq!((r.option, r.reply_type, r.len), (OPT_GO, REP_INFO, 12));
+        assert!(!r.is_error());
+        assert_eq!(
+            parse_info_reply(&reply[OPTION_REPLY_HEADER_LEN..]),
+            Some(Info::Export {
+                size: 1 << 30,
+                flags: 0x1ff
+            })
+        );
+        assert_eq!(
+            parse_info_reply(&info_block_size(512)),
+            Some(Info::BlockSize {
+                min: 512,
+                preferred: 4096,
+                max: MAX_PAYLOAD
+            })
+        );
+        assert_eq!(parse_info_reply(&info_name("x")), Some(Info::Other));
+        assert_eq!(parse_info_reply(&info_export(1, 1)[..11]), None);
+        let mut huge = head;
+        huge[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            OptionReply::parse(&huge),
+            Err(ProtoError::OptionTooLong { .. })
+        ));
+        head[0] ^= 1;
+        assert!(matches!(
+            OptionReply::parse(&head),
+            Err(ProtoError::OptionReplyMagic(_))
+        ));
+        let err = option_reply(OPT_GO, REP_ERR_UNKNOWN, b"no");
+        let mut head = [0u8; OPTION_REPLY_HEADER_LEN];
+        head.copy_from_slice(&err[..OPTION_REPLY_HEADER_LEN]);
+        assert!(OptionReply::parse(&head).unwrap().is_error());
+    }
+
+    #[test]
+    fn reply_headers_decode_what_the_server_side_encodes_and_wait_for_whole_ones() {
+        let simple = ReplyHeader::simple(7, errno::EIO);
+        assert_eq!(
+            ReplyHead::parse(simple.as_bytes()),
+            Ok(Some((
+                ReplyHead::Simple {
+                    error: errno::EIO,
+                    handle: 7
+                },
+                SIMPLE_REPLY_LEN
+            )))
+        );
+        assert_eq!(ReplyHead::parse(&simple.as_bytes()[..15]), Ok(None));
+        assert_eq!(ReplyHead::parse(&simple.as_bytes()[..3]), Ok(None));
+        let data = ReplyHeader::read_data(9, 4096, 512);
+        assert_eq!(
+            ReplyHead::parse(data.as_bytes()),
+            Ok(Some((
+                ReplyHead::Chunk {
+                    flags: REPLY_FLAG_DONE,
+                    kind: REPLY_TYPE_OFFSET_DATA,
+                    handle: 9,
+                    len: 520
+                },
+                CHUNK_HEADER_LEN
+            )))
+        );
+        assert_eq!(ReplyHead::parse(&data.as_bytes()[..19]), Ok(None));
+        assert_eq!(
+            ReplyHead::parse(&[1, 2, 3, 4, 5]),
+            Err(ProtoError::ReplyMagic(0x0102_0304))
+        );
+        assert_eq!(local_errno(errno::ENOSPC), libc::ENOSPC);
+        assert_eq!(local_errno(errno::ENOMEM), libc::EIO, "never a resubmit");
+        assert_eq!(local_errno(1234), libc::EIO);
+    }
+
+    #[test]
     fn errnos_are_mapped_to_the_nbd_set() {
         assert_eq!(nbd_errno(libc::EIO), errno::EIO);
         assert_eq!(nbd_errno(libc::EROFS), errno::EPERM);

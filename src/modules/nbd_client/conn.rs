@@ -23,6 +23,7 @@ use super::handshake::Negotiated;
 use super::ClientShared;
 use crate::bdev::{IoHandle, IoType};
 use crate::nbd::proto::{self, Command, ReplyHead, Request};
+use crate::nbd::stream;
 use crate::runtime::clock::{duration_to_ticks, ticks};
 
 /// NBD requests in flight on one connection. qemu-nbd serves 16 at a time and reads the rest
@@ -89,15 +90,8 @@ struct Op {
 enum Rx {
     /// Waiting for a reply header.
     Header,
-    /// Reading a chunk's fixed part (`need` bytes) into `fixed`.
-    Fixed {
-        slot: u32,
-        kind: u16,
-        flags: u16,
-        len: u32,
-        need: usize,
-        got: usize,
-    },
+    /// Reading a chunk's fixed part into `fixed`, `got` bytes of it so far.
+    Fixed { chunk: Chunk, got: usize },
     /// Read data for `slot`, `left` bytes more, at `pos` in its op's buffer.
     Data {
         slot: u32,
@@ -107,6 +101,16 @@ enum Rx {
     },
     /// Bytes to drop (an error message), then the chunk ends.
     Skip { slot: u32, left: usize, flags: u16 },
+}
+
+/// A structured reply chunk whose payload starts with a fixed part (`need` bytes).
+#[derive(Clone, Copy)]
+struct Chunk {
+    slot: u32,
+    kind: u16,
+    flags: u16,
+    len: u32,
+    need: usize,
 }
 
 /// Whether the connection is up, and when to try again if not.
@@ -498,10 +502,12 @@ impl State {
                 self.ready.pop_front();
                 continue;
             };
+            // Whole blocks per request, so every piece stays aligned as the server needs.
+            let payload = (session.max_payload / self.block_size * self.block_size) as u64;
             let (command, limit) = match io.io_type {
                 _ if op.flushing => (Command::Flush, 0),
-                IoType::Read => (Command::Read, session.max_payload as u64),
-                IoType::Write => (Command::Write, session.max_payload as u64),
+                IoType::Read => (Command::Read, payload),
+                IoType::Write => (Command::Write, payload),
                 IoType::Unmap => (Command::Trim, MAX_NO_PAYLOAD),
                 IoType::WriteZeroes => (Command::WriteZeroes, MAX_NO_PAYLOAD),
                 _ => (Command::Flush, 0),
@@ -595,59 +601,34 @@ impl State {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_IOV];
-            let mut n = 0;
-            let mut skip = self.sent_bytes;
-            'gather: for &wire in &self.sendq {
-                let header = &self.wires[wire as usize].header[..];
-                for part in [header, self.payload(wire)] {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    iov[n] = libc::iovec {
-                        iov_base: part[skip..].as_ptr() as *mut libc::c_void,
-                        iov_len: part.len() - skip,
-                    };
-                    skip = 0;
-                    n += 1;
-                    if n == MAX_IOV {
-                        break 'gather;
-                    }
-                }
-            }
+            let parts = self
+                .sendq
+                .iter()
+                .flat_map(|&wire| [&self.wires[wire as usize].header[..], self.payload(wire)]);
+            let n = stream::gather(parts, self.sent_bytes, &mut iov);
             let wanted: usize = iov[..n].iter().map(|v| v.iov_len).sum();
             let Some(sock) = &self.sock else {
                 return Ok(work);
             };
-            // SAFETY: msghdr is plain data; only the iovec fields are set.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = n as _;
             // SAFETY: every iovec points into a request header of `wires` or an op's buffer,
             // both alive and unchanged until the request leaves the send queue, which
             // happens only after this call returned.
-            let sent = unsafe {
-                libc::sendmsg(
-                    sock.as_raw_fd(),
-                    &msg,
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            if sent < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => self.writable = false,
-                    std::io::ErrorKind::Interrupted => {}
-                    _ => {
-                        return Err(Broken {
-                            errno: errno_of(&e),
-                            why: format!("send failed: {e}"),
-                        })
+            let sent = match unsafe { stream::send(sock.as_raw_fd(), &mut iov[..n]) } {
+                Ok(sent) => sent,
+                Err(e) => {
+                    match e.kind() {
+                        std::io::ErrorKind::WouldBlock => self.writable = false,
+                        std::io::ErrorKind::Interrupted => {}
+                        _ => {
+                            return Err(Broken {
+                                errno: errno_of(&e),
+                                why: format!("send failed: {e}"),
+                            })
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            let sent = sent as usize;
+            };
             work += 1;
             self.advance(sent);
             if sent < wanted {
@@ -688,45 +669,42 @@ impl State {
             return Ok(false);
         };
         let room = self.staging.len() - self.end;
-        let buf = &mut self.staging[self.end..];
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let n = unsafe {
-            libc::recv(
-                sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        self.received(n, room, budget).map(|n| {
+        let got = stream::recv(sock.as_raw_fd(), &mut self.staging[self.end..]);
+        self.received(got, room, budget).map(|n| {
             self.end += n;
             n > 0
         })
     }
 
     /// Interprets a `recv` result: bytes taken (0 for "try later"), or why the link broke.
-    fn received(&mut self, n: isize, room: usize, budget: &mut usize) -> Result<usize, Broken> {
-        if n == 0 {
-            return Err(Broken {
-                why: "server closed the connection".into(),
-                errno: libc::ECONNRESET,
-            });
-        }
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    Ok(0)
+    fn received(
+        &mut self,
+        got: std::io::Result<usize>,
+        room: usize,
+        budget: &mut usize,
+    ) -> Result<usize, Broken> {
+        let n = match got {
+            Ok(0) => {
+                return Err(Broken {
+                    why: "server closed the connection".into(),
+                    errno: libc::ECONNRESET,
+                })
+            }
+            Ok(n) => n,
+            Err(e) => {
+                return match e.kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        Ok(0)
+                    }
+                    std::io::ErrorKind::Interrupted => Ok(0),
+                    _ => Err(Broken {
+                        errno: errno_of(&e),
+                        why: format!("receive failed: {e}"),
+                    }),
                 }
-                std::io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(Broken {
-                    errno: errno_of(&e),
-                    why: format!("receive failed: {e}"),
-                }),
-            };
-        }
-        let n = n as usize;
+            }
+        };
         *budget = budget.saturating_sub(n);
         if n < room {
             self.readable = false;
@@ -855,29 +833,28 @@ impl State {
                 )))
             }
         };
-        self.rx = Rx::Fixed {
+        let chunk = Chunk {
             slot,
             kind,
             flags,
             len,
             need,
-            got: 0,
         };
+        self.rx = Rx::Fixed { chunk, got: 0 };
         Ok(())
     }
 
     fn fixed_part(&mut self) -> Result<bool, Broken> {
-        let Rx::Fixed {
+        let Rx::Fixed { chunk, got } = self.rx else {
+            return Ok(false);
+        };
+        let Chunk {
             slot,
             kind,
             flags,
             len,
             need,
-            got,
-        } = self.rx
-        else {
-            return Ok(false);
-        };
+        } = chunk;
         let take = (need - got).min(self.end - self.start);
         if take == 0 {
             return Ok(false);
@@ -886,11 +863,7 @@ impl State {
         self.start += take;
         if got + take < need {
             self.rx = Rx::Fixed {
-                slot,
-                kind,
-                flags,
-                len,
-                need,
+                chunk,
                 got: got + take,
             };
             return Ok(true);
@@ -996,13 +969,9 @@ impl State {
         if left > 0 && self.readable && *budget > 0 && self.start == self.end {
             // Large data straight into its buffer: no copy through staging.
             let fd = self.sock.as_ref().map(|s| s.as_raw_fd());
-            let dst = &mut self.op_buffer(slot)[pos..pos + left];
-            let (ptr, want) = (dst.as_mut_ptr(), dst.len());
             if let Some(fd) = fd {
-                // SAFETY: ptr is valid for writes of `want` bytes (a range of the op's
-                // buffer, in bounds by the slicing above).
-                let n = unsafe { libc::recv(fd, ptr.cast(), want, libc::MSG_DONTWAIT) };
-                let n = self.received(n, want, budget)?;
+                let got = stream::recv(fd, &mut self.op_buffer(slot)[pos..pos + left]);
+                let n = self.received(got, left, budget)?;
                 pos += n;
                 left -= n;
                 progressed |= n > 0;

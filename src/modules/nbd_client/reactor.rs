@@ -143,7 +143,6 @@ impl ClientReactor {
                 super::submit_local(r.id, io);
                 work += 1;
             }
-            r.link.wake_origin();
             closed |= r.link.closed();
         }
         if closed {

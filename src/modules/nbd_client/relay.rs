@@ -44,7 +44,8 @@ pub(super) struct RelayLink {
     home_wake: OwnedFd,
     /// Written by the home after pushing completions; the submitter's poller's wake fd.
     origin_wake: OwnedFd,
-    /// Completions were pushed since the origin was last woken.
+    /// Completions were pushed and the origin woken; it clears this before taking them, so
+    /// one wake-up covers every completion pushed until then.
     back_pending: AtomicBool,
     /// The submitting channel is gone: the home forgets the link.
     closed: AtomicBool,
@@ -101,13 +102,6 @@ impl RelayLink {
         io.fua = r.fua;
         Some(io)
     }
-
-    /// Wakes the submitting reactor if completions wait for it.
-    pub(super) fn wake_origin(&self) {
-        if self.back_pending.swap(false, Ordering::AcqRel) {
-            kick(self.origin_wake.as_raw_fd());
-        }
-    }
 }
 
 /// The home side's completion callback of one link's I/O.
@@ -121,7 +115,11 @@ impl IoDone for RelayDone {
         };
         // Never full: the submitter keeps at most DEPTH I/Os out, the queue's capacity.
         let _ = self.0.back.push((io.tag, status));
-        self.0.back_pending.store(true, Ordering::Release);
+        // Woken here rather than by the home's poller: this completion may come after the
+        // home forgot the link (bdev deleted with I/O in flight), and must still get back.
+        if !self.0.back_pending.swap(true, Ordering::AcqRel) {
+            kick(self.0.origin_wake.as_raw_fd());
+        }
     }
 }
 
@@ -223,6 +221,10 @@ impl RelayChannel {
     fn poll(&self) -> usize {
         let mut t = self.table.borrow_mut();
         let mut work = 0;
+        // Cleared before taking completions: one pushed meanwhile wakes us again.
+        if self.link.back_pending.swap(false, Ordering::AcqRel) {
+            drain(self.link.origin_wake.as_raw_fd());
+        }
         while let Some((tag, status)) = self.link.back.pop() {
             work += 1;
             let Some(io) = t.inflight.get_mut(tag as usize).and_then(Option::take) else {
@@ -230,9 +232,6 @@ impl RelayChannel {
             };
             t.free.push(tag as u32);
             io.complete(if status == 0 { Ok(()) } else { Err(status) });
-        }
-        if work > 0 {
-            drain(self.link.origin_wake.as_raw_fd());
         }
         while !t.free.is_empty() || t.inflight.len() < DEPTH {
             let Some(io) = t.waiting.pop_front() else {

@@ -4,6 +4,7 @@
 
 pub mod clients;
 pub mod target;
+pub mod vhost_client;
 
 use quorum_bdev::runtime::{Runtime, RuntimeOptions};
 

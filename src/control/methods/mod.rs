@@ -11,6 +11,7 @@ mod bdev_quorum;
 mod bdev_uring;
 mod framework;
 mod nbd;
+mod vhost;
 
 use super::rpc::RpcMethod;
 
@@ -28,6 +29,7 @@ pub fn all() -> Vec<RpcMethod> {
         bdev_nbd_client::methods(),
         bdev_quorum::methods(),
         nbd::methods(),
+        vhost::methods(),
     ]
     .concat()
 }

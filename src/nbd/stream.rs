@@ -1,6 +1,7 @@
 //! Moving NBD bytes through a non-blocking stream socket, as both ends do it on the
-//! reactors: `recv` without blocking, and many queued messages (headers and payloads kept
-//! where they already are) gathered into one `sendmsg` that never raises SIGPIPE.
+//! reactors: `recv` without blocking into a receive buffer compacted between reads, and many
+//! queued messages (headers and payloads kept where they already are) gathered into one
+//! `sendmsg` that never raises SIGPIPE.
 
 use std::os::fd::RawFd;
 
@@ -57,6 +58,15 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Moves the unread bytes `start..end` of a receive buffer to its front, so the next `recv`
+/// has all the room behind them; returns their new `(start, end)`.
+pub fn compact(buf: &mut [u8], start: usize, end: usize) -> (usize, usize) {
+    if start > 0 && start < end {
+        buf.copy_within(start..end, 0);
+    }
+    (0, end - start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +86,15 @@ mod tests {
         let mut one = [iov[0]];
         assert_eq!(gather([a, c], 0, &mut one), 1);
         assert_eq!(one[0].iov_len, 4);
+    }
+
+    #[test]
+    fn compact_moves_unread_bytes_to_the_front() {
+        let mut buf = *b"..abc...";
+        assert_eq!(compact(&mut buf, 2, 5), (0, 3));
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(compact(&mut buf, 3, 3), (0, 0));
+        assert_eq!(compact(&mut buf, 0, 3), (0, 3));
+        assert_eq!(&buf[..3], b"abc");
     }
 }

@@ -659,12 +659,7 @@ impl State {
         if !self.readable || *budget == 0 {
             return Ok(false);
         }
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        } else if self.start > 0 {
-            self.staging.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
+        (self.start, self.end) = stream::compact(&mut self.staging, self.start, self.end);
         let Some(sock) = &self.sock else {
             return Ok(false);
         };

@@ -1,6 +1,6 @@
-//! A child bdev as a quorum holds it: an open read-write descriptor with the quorum's
-//! exclusive-write claim (SPDK's claim, as raid's on its base bdevs), closed on the app
-//! thread once nothing uses it any more.
+//! A child bdev as a quorum holds it: an open read-write descriptor with the quorum's claim
+//! (SPDK's read-many-write-one: the quorum is the only writer), closed on the app thread once
+//! nothing uses it any more, which releases the claim.
 
 use std::ffi::{c_void, CString};
 
@@ -53,8 +53,9 @@ impl ChildDesc {
         }
     }
 
-    /// Lays the quorum's exclusive-write claim on the child; SPDK's refusal (another
-    /// module, or another quorum, holds it) is passed on with its errno.
+    /// Makes the quorum the child's only writer (SPDK's read-many-write-one claim, released
+    /// when the descriptor closes); SPDK's refusal (another module, or another quorum,
+    /// holds it) is passed on with its errno.
     pub fn claim(&self, name: &str) -> Result<(), ControlError> {
         // SAFETY: `opts` is initialised by SPDK for its own size before use; the descriptor
         // is open and the module is the static registered one.
@@ -66,7 +67,7 @@ impl ChildDesc {
             }
             sys::spdk_bdev_module_claim_bdev_desc(
                 self.desc,
-                sys::SPDK_BDEV_CLAIM_EXCL_WRITE,
+                sys::SPDK_BDEV_CLAIM_READ_MANY_WRITE_ONE,
                 &mut opts,
                 module::module(),
             )

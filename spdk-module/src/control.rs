@@ -181,6 +181,10 @@ pub fn add_child(
     let q = find(name)?;
     let options = q.core().options();
     children_changeable(&options, "add a child to")?;
+    // A child already in the quorum is refused as such before SPDK refuses to open it
+    // again (it is claimed): the same rule with the quorum's own geometry.
+    let geometry = q.core().geometry();
+    may_add_child(name, geometry, &q.child_names(), child, geometry)?;
     let desc = ChildDesc::open(child)?;
     if desc.bdev() == q.spdk_bdev() {
         return Err(Refused::Invalid(format!("quorum {name} cannot contain itself")).into());

@@ -1,0 +1,120 @@
+//! SPDK's own `bdevperf` with the module preloaded, `verify` workload (write a pattern, read
+//! it back, compare) on three malloc children, one of them behind SPDK's error bdev with a
+//! fault injected through bdevperf's RPC socket before `perform_tests`: the quorum ends with
+//! no failed I/O and no miscompare; SPDK's raid1 of the same children stops at the first
+//! corrupted read ("Buffer mismatch!"): what the quorum is for.
+
+mod common;
+
+use common::App;
+use serde_json::{json, Value};
+
+/// bdevperf waiting (`-z`) on a config of three 16 MiB mallocs, EE_M2 over M2, and `top`
+/// (a create entry for bdev "Top" over M0, M1, EE_M2).
+fn bdevperf(top: Value) -> (tempfile::TempDir, App) {
+    let dir = common::tempdir();
+    let mut config = vec![];
+    for i in 0..3 {
+        config.push(json!({"method": "bdev_malloc_create",
+            "params": {"name": format!("M{i}"), "num_blocks": 4096, "block_size": 4096}}));
+    }
+    config.push(json!({"method": "bdev_error_create", "params": {"base_name": "M2"}}));
+    config.push(top);
+    let config = json!({"subsystems": [{"subsystem": "bdev", "config": config}]});
+    let app = App::start(
+        "build/examples/bdevperf",
+        dir.path(),
+        &config,
+        &[
+            "-z", "-T", "Top", "-q", "32", "-o", "4096", "-w", "verify", "-t", "2",
+        ],
+    );
+    (dir, app)
+}
+
+fn quorum_top() -> Value {
+    json!({"method": "bdev_quorum_create",
+        "params": {"name": "Top", "base_bdevs": ["M0", "M1", "EE_M2"], "vote_threshold": 2}})
+}
+
+/// Injects `error_type` on EE_M2's `io_type` I/O for the whole run, then runs the workload;
+/// bdevperf's answer to `perform_tests`.
+fn inject_and_run(app: &App, io_type: &str, error_type: &str) -> Value {
+    let mut args = vec![
+        "bdev_error_inject_error",
+        "EE_M2",
+        io_type,
+        error_type,
+        "-n",
+        "10000000",
+    ];
+    if error_type == "corrupt_data" {
+        args.extend(["--corrupt-offset", "100", "--corrupt-value", "255"]);
+    }
+    app.rpc_ok(&args);
+    app.call("perform_tests", json!({}))
+}
+
+/// Runs the quorum with one fault and checks it ends clean; the quorum's counters of EE_M2.
+fn quorum_ends_clean(io_type: &str, error_type: &str) -> Value {
+    let (_dir, app) = bdevperf(quorum_top());
+    let answer = inject_and_run(&app, io_type, error_type);
+    let log = app.log();
+    let result = &answer["result"]["results"][0];
+    assert_eq!(result["job"], "Top", "{answer}\n{log}");
+    assert_eq!(result["io_failed"], 0, "{answer}");
+    assert!(result["iops"].as_f64().unwrap() > 0.0, "{answer}");
+    assert!(!log.contains("Buffer mismatch"), "{log}");
+    let quorums = app.rpc_json(&["bdev_quorum_get_bdevs"]);
+    let ee = quorums[0]["children"][2].clone();
+    assert_eq!(ee["name"], "EE_M2");
+    assert_eq!(app.stop().code(), Some(0));
+    ee
+}
+
+#[test]
+fn quorum_outvotes_a_child_corrupting_reads() {
+    let ee = quorum_ends_clean("read", "corrupt_data");
+    assert!(
+        ee["bad_versions"].as_u64().unwrap() > 100,
+        "the fault was hit: {ee}"
+    );
+}
+
+#[test]
+fn quorum_survives_a_child_failing_reads() {
+    let ee = quorum_ends_clean("read", "failure");
+    assert!(
+        ee["io_errors"].as_u64().unwrap() > 100,
+        "the fault was hit: {ee}"
+    );
+}
+
+#[test]
+fn quorum_survives_a_child_failing_writes() {
+    let ee = quorum_ends_clean("write", "failure");
+    assert!(
+        ee["io_errors"].as_u64().unwrap() > 100,
+        "the fault was hit: {ee}"
+    );
+    // The child missed every write: its old data is outvoted on each read.
+    assert!(ee["bad_versions"].as_u64().unwrap() > 100, "{ee}");
+}
+
+#[test]
+fn raid1_passes_a_corrupted_read_on() {
+    let raid = json!({"method": "bdev_raid_create", "params": {"name": "Top", "raid_level": "raid1",
+        "base_bdevs": ["M0", "M1", "EE_M2"], "strip_size_kb": 0}});
+    let (_dir, mut app) = bdevperf(raid);
+    let answer = inject_and_run(&app, "read", "corrupt_data");
+    assert!(
+        answer["error"].is_object(),
+        "bdevperf reports the miscompare: {answer}"
+    );
+    assert_ne!(app.wait_exit().code(), Some(0));
+    assert!(
+        app.log().contains("Buffer mismatch! Target: Top"),
+        "{}",
+        app.log()
+    );
+}

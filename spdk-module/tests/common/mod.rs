@@ -117,18 +117,21 @@ pub fn small_footprint() -> Vec<Value> {
     ]
 }
 
-/// `config`'s subsystems after the small-footprint settings (a subsystem in both keeps
-/// the settings' entries first), as an SPDK JSON config.
+/// `config`'s subsystems after the small-footprint settings, as an SPDK JSON config. A
+/// setting `config` makes itself (a saved config has them all) is not made twice: SPDK
+/// refuses some settings the second time.
 pub fn with_small_footprint(config: &Value) -> Value {
     let mut subsystems = small_footprint();
     for s in config["subsystems"].as_array().into_iter().flatten() {
+        let entries = s["config"].as_array().cloned().unwrap_or_default();
         match subsystems
             .iter_mut()
             .find(|m| m["subsystem"] == s["subsystem"])
         {
             Some(m) => {
-                let entries = s["config"].as_array().cloned().unwrap_or_default();
-                m["config"].as_array_mut().unwrap().extend(entries);
+                let mine = m["config"].as_array_mut().unwrap();
+                mine.retain(|e| !entries.iter().any(|x| x["method"] == e["method"]));
+                mine.extend(entries);
             }
             None => subsystems.push(s.clone()),
         }

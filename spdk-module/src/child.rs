@@ -1,8 +1,10 @@
-//! A child bdev as a quorum holds it: an open read-write descriptor with the quorum's claim
-//! (SPDK's read-many-write-one: the quorum is the only writer), closed on the app thread once
-//! nothing uses it any more, which releases the claim.
+//! A child bdev as a quorum holds it: an open read-write descriptor with the quorum's
+//! exclusive-write claim (SPDK's, as raid, passthru and delay take on their base bdevs: no one
+//! else may open it for writing), released and closed on the app thread once nothing uses
+//! it any more.
 
-use std::ffi::{c_void, CString};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use quorum_core::options::{Geometry, Refused};
 use spdk_sys as sys;
@@ -15,6 +17,7 @@ use crate::{hot_remove, module, thread};
 pub struct ChildDesc {
     desc: *mut sys::spdk_bdev_desc,
     app_thread: *mut sys::spdk_thread,
+    claimed: AtomicBool,
 }
 
 // SAFETY: SPDK descriptors may be used from any thread to get I/O channels and read the
@@ -46,6 +49,7 @@ impl ChildDesc {
                 desc,
                 // SAFETY: called on an SPDK thread (the app thread).
                 app_thread: unsafe { sys::spdk_get_thread() },
+                claimed: AtomicBool::new(false),
             }),
             rc if rc == -libc::ENODEV => Err(not_found()),
             rc if rc == -libc::EPERM => Err(already_claimed(name, -rc)),
@@ -53,31 +57,20 @@ impl ChildDesc {
         }
     }
 
-    /// Makes the quorum the child's only writer (SPDK's read-many-write-one claim, released
-    /// when the descriptor closes); SPDK's refusal (another module, or another quorum,
-    /// holds it) is passed on with its errno.
+    /// Lays the quorum's exclusive-write claim on the child. SPDK's refusal (another module,
+    /// or another quorum, holds it) is passed on with its errno. The legacy exclusive-write
+    /// claim is the one SPDK's own stacking modules take: the newer read-many-write-one claim
+    /// also refuses while anyone has the bdev open for writing, which SPDK's examine does for
+    /// a moment after a bdev appears, so a quorum created right after its children would fail
+    /// now and then.
     pub fn claim(&self, name: &str) -> Result<(), ControlError> {
-        // SAFETY: `opts` is initialised by SPDK for its own size before use; the descriptor
-        // is open and the module is the static registered one.
-        let rc = unsafe {
-            let mut opts = std::mem::zeroed::<sys::spdk_bdev_claim_opts>();
-            sys::spdk_bdev_claim_opts_init(&mut opts, std::mem::size_of_val(&opts));
-            for (dst, src) in opts.name.iter_mut().zip(c"quorum".to_bytes_with_nul()) {
-                *dst = *src as std::ffi::c_char;
-            }
-            sys::spdk_bdev_module_claim_bdev_desc(
-                self.desc,
-                sys::SPDK_BDEV_CLAIM_READ_MANY_WRITE_ONE,
-                &mut opts,
-                module::module(),
-            )
-        };
+        // SAFETY: an open descriptor of the bdev, and the static registered module.
+        let rc =
+            unsafe { sys::spdk_bdev_module_claim_bdev(self.bdev(), self.desc, module::module()) };
         if rc != 0 {
-            return Err(ControlError::new(
-                -rc,
-                format!("bdev '{name}' is already claimed"),
-            ));
+            return Err(already_claimed(name, -rc));
         }
+        self.claimed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -116,22 +109,34 @@ fn already_claimed(name: &str, errno: i32) -> ControlError {
     ControlError::new(errno, format!("bdev '{name}' is already claimed"))
 }
 
-unsafe extern "C" fn close_desc(desc: *mut c_void) {
-    // SAFETY: sent by `Drop` with the descriptor it owned; runs on the app thread.
-    unsafe { sys::spdk_bdev_close(desc as *mut sys::spdk_bdev_desc) };
+/// Releases the claim (if `claimed`) and closes the descriptor.
+///
+/// # Safety
+/// On the app thread, with an open descriptor that nothing uses any more.
+unsafe fn release_and_close(desc: *mut sys::spdk_bdev_desc, claimed: bool) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if claimed {
+            sys::spdk_bdev_module_release_bdev(sys::spdk_bdev_desc_get_bdev(desc));
+        }
+        sys::spdk_bdev_close(desc);
+    }
 }
 
 impl Drop for ChildDesc {
     fn drop(&mut self) {
-        // SAFETY: closing releases the claim; SPDK wants it on the thread that opened the
-        // descriptor, so from elsewhere the close is sent there (the last view of a removed
-        // child may go away on a reactor).
+        let claimed = self.claimed.load(Ordering::Relaxed);
+        // SAFETY: SPDK wants the release and close on the thread that opened the descriptor;
+        // from elsewhere (the last view of a removed child may go away on a reactor) they are
+        // sent there.
         unsafe {
             if sys::spdk_get_thread() == self.app_thread {
-                sys::spdk_bdev_close(self.desc);
+                release_and_close(self.desc, claimed);
             } else {
                 let desc = self.desc as usize;
-                thread::send_to(self.app_thread, move || close_desc(desc as *mut c_void));
+                thread::send_to(self.app_thread, move || {
+                    release_and_close(desc as *mut sys::spdk_bdev_desc, claimed)
+                });
             }
         }
     }

@@ -50,7 +50,7 @@ fn setup_in(dir: tempfile::TempDir, errors: &[&str], create: &str) -> Setup {
         script += &format!("bdev_error_create {base}\n");
     }
     script += &format!("{create}\nbdev_wait_for_examine\n");
-    script += &common::nvmf_export("Q0", port);
+    script += &common::nvmf_export(&["Q0"], port);
     app.rpc_script(&script);
     let initiator = Initiator::new(dir.path(), "Q0", port);
     let examined = app.events().len();

@@ -198,6 +198,29 @@ impl App {
         app
     }
 
+    /// quorum-tgt, the other host of the same quorum, in interrupt mode, driven the same way.
+    pub fn quorum_tgt(dir: &Path) -> App {
+        let name = "quorum-tgt".to_string();
+        let sock = dir.join(format!("{name}.sock"));
+        let child = Command::new(quorum_tgt())
+            .arg("-r")
+            .arg(&sock)
+            .arg("--interrupt-mode")
+            .current_dir(dir)
+            .stdout(File::create(dir.join(format!("{name}.stdout"))).unwrap())
+            .stderr(File::create(dir.join(format!("{name}.stderr"))).unwrap())
+            .spawn()
+            .expect("quorum-tgt starts");
+        let mut app = App {
+            child,
+            dir: dir.to_path_buf(),
+            sock,
+            name,
+        };
+        app.wait_ready();
+        app
+    }
+
     /// `spdk_tgt` in interrupt mode (reactors sleep when idle), started with `config`.
     pub fn spdk_tgt(dir: &Path, config: &Value) -> App {
         App::start("build/bin/spdk_tgt", dir, config, &["--interrupt-mode"])
@@ -419,16 +442,23 @@ pub fn tempdir() -> TempDir {
         .unwrap()
 }
 
-/// The NVMe/TCP listener set-up that exports bdev `bdev` of a target on `port`, as
-/// `spdk-rpc` script lines.
-pub fn nvmf_export(bdev: &str, port: u16) -> String {
-    let nqn = format!("nqn.2016-06.io.spdk:{}", bdev.to_lowercase());
-    format!(
-        "nvmf_create_transport -t TCP\n\
-         nvmf_create_subsystem {nqn} -a\n\
-         nvmf_subsystem_add_ns {nqn} {bdev}\n\
-         nvmf_subsystem_add_listener {nqn} -t tcp -a 127.0.0.1 -s {port}\n"
-    )
+/// The NVMe/TCP set-up that exports each of `bdevs` (one subsystem each, all listening on
+/// `port`), as `spdk-rpc` script lines.
+pub fn nvmf_export(bdevs: &[&str], port: u16) -> String {
+    let mut script = "nvmf_create_transport -t TCP\n".to_string();
+    for bdev in bdevs {
+        let nqn = nqn(bdev);
+        script += &format!(
+            "nvmf_create_subsystem {nqn} -a\n\
+             nvmf_subsystem_add_ns {nqn} {bdev}\n\
+             nvmf_subsystem_add_listener {nqn} -t tcp -a 127.0.0.1 -s {port}\n"
+        );
+    }
+    script
+}
+
+fn nqn(bdev: &str) -> String {
+    format!("nqn.2016-06.io.spdk:{}", bdev.to_lowercase())
 }
 
 /// A free TCP port on the loopback.
@@ -450,8 +480,8 @@ pub struct Initiator {
 impl Initiator {
     /// An initiator of the namespace of `bdev` exported on `port`.
     pub fn new(dir: &Path, bdev: &str, port: u16) -> Initiator {
-        let nqn = format!("nqn.2016-06.io.spdk:{}", bdev.to_lowercase());
-        let config = dir.join("initiator.json");
+        let nqn = nqn(bdev);
+        let config = dir.join(format!("initiator-{bdev}.json"));
         // No examine and no retries: the initiator reads only what the test asks for, once.
         let cfg = with_small_footprint(&json!({"subsystems": [{"subsystem": "bdev", "config": [
             {"method": "bdev_set_options", "params": {"bdev_auto_examine": false}},
@@ -486,7 +516,7 @@ impl Initiator {
     /// ([`App::failed_ios`]), not here.
     pub fn read(&self, offset: u64, len: u64) -> Vec<u8> {
         assert_eq!(offset % len, 0, "one I/O of len bytes at a multiple of len");
-        let out = self.dir.join("read.bin");
+        let out = self.config.with_extension("read");
         let _ = std::fs::remove_file(&out);
         let o = self.dd(&[
             "--ib=Nn1".into(),
@@ -508,7 +538,7 @@ impl Initiator {
     pub fn write(&self, offset: u64, data: &[u8]) {
         let len = data.len() as u64;
         assert_eq!(offset % len, 0, "one I/O at a multiple of its length");
-        let input = self.dir.join("write.bin");
+        let input = self.config.with_extension("write");
         std::fs::write(&input, data).unwrap();
         let o = self.dd(&[
             format!("--if={}", input.display()),

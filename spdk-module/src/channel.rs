@@ -43,6 +43,8 @@ pub struct ChildSlot {
     pub id: u64,
     /// Its bdev name, for events.
     pub name: Arc<str>,
+    /// Its bdev, to match completions and wait for bdev_ios; null when it is gone.
+    pub bdev: *mut sys::spdk_bdev,
     /// Its I/O channel here; `None` when the child is gone (hot removal) and fails its I/O.
     /// Declared before `desc` so the channel is put back before the descriptor may close.
     pub channel: Option<ChildChannel>,
@@ -66,9 +68,7 @@ impl View {
 
     /// The position of the child whose bdev is `bdev`, to match a child completion.
     pub fn position(&self, bdev: *mut sys::spdk_bdev) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.desc.as_ref().is_some_and(|d| d.bdev() == bdev))
+        self.slots.iter().position(|s| s.bdev == bdev)
     }
 }
 
@@ -166,6 +166,10 @@ fn build_view(q: &QuorumBdev, previous: Option<&Rc<View>>) -> View {
             ChildSlot {
                 id: child.id,
                 name: child.name,
+                bdev: child
+                    .desc
+                    .as_ref()
+                    .map_or(std::ptr::null_mut(), |d| d.bdev()),
                 channel,
                 desc: child.desc,
                 counters,

@@ -170,7 +170,7 @@ fn io_kind(io_type: sys::spdk_bdev_io_type) -> Option<IoKind> {
 
 /// SPDK's `submit_request` for quorum bdevs.
 pub unsafe extern "C" fn submit_request(
-    _ch: *mut sys::spdk_io_channel,
+    ch: *mut sys::spdk_io_channel,
     bdev_io: *mut sys::spdk_bdev_io,
 ) {
     let parent = Parent(bdev_io);
@@ -188,11 +188,12 @@ pub unsafe extern "C" fn submit_request(
             sys::spdk_bdev_io_get_buf(bdev_io, Some(parent_buffer_ready), parent.len())
         };
     }
-    start(parent, kind);
+    // SAFETY: SPDK submits on the thread of `ch`, the quorum's channel there.
+    start(parent, kind, unsafe { channel::from_io_channel(ch) });
 }
 
 unsafe extern "C" fn parent_buffer_ready(
-    _ch: *mut sys::spdk_io_channel,
+    ch: *mut sys::spdk_io_channel,
     bdev_io: *mut sys::spdk_bdev_io,
     success: bool,
 ) {
@@ -200,14 +201,19 @@ unsafe extern "C" fn parent_buffer_ready(
         // SAFETY: completing the read we were given, once.
         return unsafe { sys::spdk_bdev_io_complete(bdev_io, sys::SPDK_BDEV_IO_STATUS_NOMEM) };
     }
-    start(Parent(bdev_io), IoKind::Read);
+    // SAFETY: SPDK calls back on the thread of `ch`, the quorum's channel there.
+    start(Parent(bdev_io), IoKind::Read, unsafe {
+        channel::from_io_channel(ch)
+    });
 }
 
 /// Sets up the context and hands the parent to the state machine.
-fn start(parent: Parent, kind: IoKind) {
+fn start(parent: Parent, kind: IoKind, channel: &QuorumChannel) {
     let q = parent.quorum();
-    let len = parent.len();
-    if kind == IoKind::Read && parent.iovs().iter().map(|s| s.len() as u64).sum::<u64>() != len {
+    if kind == IoKind::Read
+        && parent.iovs().iter().map(|s| s.len() as u64).sum::<u64>() != parent.len()
+    {
+        let len = parent.len();
         // The vote compares exactly the requested bytes; SPDK's callers size iovecs so.
         log::error(&format!(
             "quorum {}: read iovecs do not match its length {len}",
@@ -216,7 +222,7 @@ fn start(parent: Parent, kind: IoKind) {
         // SAFETY: completing the bdev_io we were given, once.
         return unsafe { sys::spdk_bdev_io_complete(parent.0, sys::SPDK_BDEV_IO_STATUS_FAILED) };
     }
-    let view = parent.channel().view().clone();
+    let view = channel.view().clone();
     let participants = view.everyone();
     let p = parent.block_params();
     // A reset names no blocks (its params are another member of the union).
@@ -251,34 +257,11 @@ fn start(parent: Parent, kind: IoKind) {
 
 /// Does what the state machine says until it waits for SPDK.
 fn run(parent: Parent, mut step: Step) {
-    let q = parent.quorum();
     loop {
         step = match step {
             Step::Wait => return,
             Step::Submit(submit) => return begin_round(parent, submit_round(submit)),
-            Step::Vote => {
-                let view = parent.view();
-                // SAFETY: the context is initialised; the vote reads buffers whose child
-                // reads all completed.
-                let io = unsafe { parent.state() };
-                let len = parent.len();
-                let into_parent = io.into_parent;
-                let bufs = &io.bufs;
-                let iovs = parent.iovs();
-                io.state.vote(q.core(), view, |c| {
-                    if Some(c) == into_parent {
-                        ChildBytes::Segments(iovs)
-                    } else {
-                        // SAFETY: a successful child read into its buffer, completed.
-                        ChildBytes::Flat(unsafe {
-                            std::slice::from_raw_parts(
-                                bufs[c].assume_init() as *const u8,
-                                len as usize,
-                            )
-                        })
-                    }
-                })
-            }
+            Step::Vote => vote(parent),
             Step::Rewrite(rewrite) => {
                 prepare_rewrite(parent, rewrite);
                 return begin_round(
@@ -309,6 +292,30 @@ fn run(parent: Parent, mut step: Step) {
             }
         };
     }
+}
+
+/// The vote of a read whose children all completed. Kept out of `run`: its per-child table
+/// would otherwise sit in the stack frame of every write as well.
+#[inline(never)]
+fn vote(parent: Parent) -> Step {
+    let view = parent.view();
+    // SAFETY: the context is initialised; the vote reads buffers whose child reads all
+    // completed.
+    let io = unsafe { parent.state() };
+    let len = parent.len();
+    let into_parent = io.into_parent;
+    let bufs = &io.bufs;
+    let iovs = parent.iovs();
+    io.state.vote(parent.quorum().core(), view, |c| {
+        if Some(c) == into_parent {
+            ChildBytes::Segments(iovs)
+        } else {
+            // SAFETY: a successful child read into its buffer, completed.
+            ChildBytes::Flat(unsafe {
+                std::slice::from_raw_parts(bufs[c].assume_init() as *const u8, len as usize)
+            })
+        }
+    })
 }
 
 /// One round of child I/O: an operation sent to a set of children.
@@ -349,8 +356,8 @@ fn continue_round(parent: Parent) {
     let view = parent.view();
     // SAFETY: the context is initialised.
     let io = unsafe { parent.state() };
-    let len = parent.len();
     while let Some(c) = io.unbuffered.iter().next() {
+        let len = parent.len();
         // SAFETY: the thread's iobuf channel; the wait entry lives in the context until the
         // buffer arrives (the I/O cannot complete while waiting).
         let buf = unsafe {
@@ -366,48 +373,36 @@ fn continue_round(parent: Parent) {
         }
         give_buffer(io, c, buf);
     }
-    let mut failed = ChildSet::EMPTY;
-    let mut errnos = [0i32; MAX_CHILDREN];
+    let q = parent.quorum();
     while let Some(c) = io.unsent.iter().next() {
-        let rc = match (&view.slots[c].channel, &view.slots[c].desc) {
+        let slot = &view.slots[c];
+        let rc = match (&slot.channel, &slot.desc) {
             (Some(ch), Some(desc)) => send(parent, io, c, desc.raw(), ch.raw()),
             _ => -libc::ENODEV, // hot-removed: a failed child
         };
         if rc == -libc::ENOMEM {
             // No bdev_io left for the child: SPDK calls back when one is free.
-            io.io_wait.bdev = view.slots[c]
-                .desc
-                .as_ref()
-                .map_or(std::ptr::null_mut(), |d| d.bdev());
+            io.io_wait.bdev = slot.bdev;
             io.io_wait.cb_fn = Some(resume_round);
             io.io_wait.cb_arg = parent.0 as *mut c_void;
-            let ch = view.slots[c]
+            let ch = slot
                 .channel
                 .as_ref()
                 .map_or(std::ptr::null_mut(), |ch| ch.raw());
             // SAFETY: the entry lives in the context, which outlives the wait.
-            if unsafe { sys::spdk_bdev_queue_io_wait(io.io_wait.bdev, ch, &mut io.io_wait) } == 0 {
-                break;
+            if unsafe { sys::spdk_bdev_queue_io_wait(slot.bdev, ch, &mut io.io_wait) } == 0 {
+                return;
             }
         }
         io.unsent.remove(c);
         if rc != 0 {
-            failed.insert(c);
-            errnos[c] = -rc;
-        }
-    }
-    // Children that failed at once complete now; the last of them may finish the parent,
-    // after which nothing of it may be touched.
-    for c in failed {
-        // SAFETY: the context is initialised and no reference to it is held here.
-        let step = unsafe { parent.state() }.state.on_child_done(
-            parent.quorum().core(),
-            view,
-            c,
-            Err(errnos[c]),
-        );
-        if step != Step::Wait {
-            return run(parent, step);
+            // A child that cannot be sent fails now. Until the last child is sent the
+            // state machine waits for it, so only the last failure can finish the parent,
+            // after which nothing of it may be touched.
+            let step = io.state.on_child_done(q.core(), view, c, Err(-rc));
+            if step != Step::Wait {
+                return run(parent, step);
+            }
         }
     }
 }

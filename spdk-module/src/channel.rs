@@ -58,9 +58,17 @@ pub struct ChildSlot {
 pub struct View {
     /// One slot per child.
     pub slots: Vec<ChildSlot>,
+    /// Every present child serves SPDK's zero-copy type, and so lends its memory to reads
+    /// sent without a buffer (malloc, and vbdevs over it).
+    all_lend: bool,
 }
 
 impl View {
+    /// Whether reads may vote on memory the children lend (see [`crate::io`]).
+    pub fn all_lend(&self) -> bool {
+        self.all_lend
+    }
+
     /// Every child, the participants of an I/O.
     pub fn everyone(&self) -> ChildSet {
         (0..self.slots.len()).collect()
@@ -175,8 +183,13 @@ fn build_view(q: &QuorumBdev, previous: Option<&Rc<View>>) -> View {
                 counters,
             }
         })
-        .collect();
-    View { slots }
+        .collect::<Vec<ChildSlot>>();
+    let present: Vec<&Arc<ChildDesc>> = slots.iter().filter_map(|s| s.desc.as_ref()).collect();
+    let all_lend = !present.is_empty()
+        && present
+            .iter()
+            .all(|d| d.supports(sys::SPDK_BDEV_IO_TYPE_ZCOPY));
+    View { slots, all_lend }
 }
 
 /// SPDK's channel constructor: the view of the children and an iobuf cache.

@@ -6,19 +6,25 @@
 //!
 //! Reads: one child reads straight into the parent's iovecs, the others into buffers of
 //! SPDK's iobuf pool (DMA-safe, per-thread caches, no allocation once warm); the vote runs
-//! on the polling thread when the last child completes. Writes go out from the parent's
-//! iovecs. Nothing here allocates per I/O.
+//! on the polling thread when the last child completes. When every child lends its memory
+//! (SPDK's zero-copy type: malloc, and vbdevs over it), each is read without a buffer and
+//! the vote compares their memory in place, after the first child's answer is copied into
+//! the parent: every answer is sampled at that one moment, so a write submitted after the
+//! read cannot reach some children's lent memory and not others' before the vote. Writes go
+//! out from the parent's iovecs; a rewrite from buffers the quorum owns. Nothing here
+//! allocates per I/O.
 
 use std::ffi::c_void;
 use std::io::IoSlice;
-use std::mem::{offset_of, MaybeUninit};
+use std::mem::offset_of;
 use std::rc::Rc;
 
 use quorum_core::io::{Completion, IoKind, Request, Rewrite, Submit};
-use quorum_core::{ChildBytes, ChildSet, QuorumIo, Step, MAX_CHILDREN};
+use quorum_core::{ChildBytes, ChildSet, QuorumIo, Step};
 use spdk_sys as sys;
 
 use crate::channel::{self, QuorumChannel, View};
+use crate::child_memory::ChildMemory;
 use crate::log;
 use crate::quorum_bdev::{self, QuorumBdev};
 use crate::spdk_inline::bdev_io_from_ctx;
@@ -28,11 +34,8 @@ use crate::spdk_inline::bdev_io_from_ctx;
 enum ChildOp {
     /// The parent's operation, as the core's [`Submit`] says.
     Parent(IoKind),
-    /// Write the winning data back (`rewrite_corrupted`).
-    Rewrite {
-        /// The child whose data won.
-        winner: usize,
-    },
+    /// Write the winning data, which the parent holds by then, back (`rewrite_corrupted`).
+    Rewrite,
 }
 
 /// The quorum's context in a parent bdev_io's `driver_ctx`.
@@ -46,14 +49,14 @@ pub struct QuorumBdevIo {
     into_parent: Option<usize>,
     /// The current round's operation.
     op: ChildOp,
+    /// This read's children are read without buffers and vote on the memory they lend.
+    lend: bool,
     /// Children of the current round not sent yet (waiting for a buffer or a bdev_io).
     unsent: ChildSet,
     /// Children of the current round still without a buffer.
     unbuffered: ChildSet,
-    /// Children holding a buffer in `bufs`.
-    buffered: ChildSet,
-    /// Each buffered child's iobuf buffer, of the parent's length.
-    bufs: [MaybeUninit<*mut c_void>; MAX_CHILDREN],
+    /// The children's data outside the parent: buffers and lent memory.
+    memory: ChildMemory,
     /// Waiting for an iobuf buffer.
     buf_wait: sys::spdk_iobuf_entry,
     /// Waiting for a child bdev_io (a child answered -ENOMEM).
@@ -147,15 +150,6 @@ impl Parent {
     }
 }
 
-/// The buffer of a buffered child, as bytes of the parent's length.
-///
-/// # Safety
-/// `c` is in `io.buffered`, and its buffer holds no child I/O in flight that writes it.
-unsafe fn buffer<'a>(io: &QuorumBdevIo, c: usize, len: u64) -> &'a mut [u8] {
-    // SAFETY: the caller's promise; iobuf buffers are at least `len` long (requested so).
-    unsafe { std::slice::from_raw_parts_mut(io.bufs[c].assume_init() as *mut u8, len as usize) }
-}
-
 fn io_kind(io_type: sys::spdk_bdev_io_type) -> Option<IoKind> {
     Some(match io_type {
         sys::SPDK_BDEV_IO_TYPE_READ => IoKind::Read,
@@ -231,16 +225,18 @@ fn start(parent: Parent, kind: IoKind, channel: &QuorumChannel) {
         _ => (p.offset_blocks, p.num_blocks),
     };
     // SAFETY: driver_ctx is ours and sized for QuorumBdevIo; fields are written before any
-    // reference to the whole context is made (`bufs` stays uninitialised until used).
+    // reference to the whole context is made (the memory's slots stay uninitialised until
+    // used).
     unsafe {
         let ctx = parent.ctx();
         std::ptr::addr_of_mut!((*ctx).state).write(QuorumIo::new());
         std::ptr::addr_of_mut!((*ctx).view).write(Rc::into_raw(view));
         std::ptr::addr_of_mut!((*ctx).into_parent).write(None);
         std::ptr::addr_of_mut!((*ctx).op).write(ChildOp::Parent(kind));
+        std::ptr::addr_of_mut!((*ctx).lend).write(false);
         std::ptr::addr_of_mut!((*ctx).unsent).write(ChildSet::EMPTY);
         std::ptr::addr_of_mut!((*ctx).unbuffered).write(ChildSet::EMPTY);
-        std::ptr::addr_of_mut!((*ctx).buffered).write(ChildSet::EMPTY);
+        (*std::ptr::addr_of_mut!((*ctx).memory)).clear();
     }
     let req = Request {
         kind,
@@ -267,9 +263,7 @@ fn run(parent: Parent, mut step: Step) {
                 return begin_round(
                     parent,
                     Round {
-                        op: ChildOp::Rewrite {
-                            winner: rewrite.winner,
-                        },
+                        op: ChildOp::Rewrite,
                         children: rewrite.children,
                         into_parent: None,
                     },
@@ -299,21 +293,26 @@ fn run(parent: Parent, mut step: Step) {
 #[inline(never)]
 fn vote(parent: Parent) -> Step {
     let view = parent.view();
-    // SAFETY: the context is initialised; the vote reads buffers whose child reads all
+    // SAFETY: the context is initialised; the vote reads memory whose child reads all
     // completed.
     let io = unsafe { parent.state() };
     let len = parent.len();
     let into_parent = io.into_parent;
-    let bufs = &io.bufs;
+    if io.lend {
+        if let Some(first) = into_parent.filter(|&c| io.memory.holds(c)) {
+            // SAFETY: the first child's lent answer, copied where the core expects it.
+            ChildBytes::Flat(unsafe { io.memory.data(first, len) })
+                .copy_to_segments(parent.iovs_mut());
+        }
+    }
+    let memory = &io.memory;
     let iovs = parent.iovs();
     io.state.vote(parent.quorum().core(), view, |c| {
         if Some(c) == into_parent {
             ChildBytes::Segments(iovs)
         } else {
-            // SAFETY: a successful child read into its buffer, completed.
-            ChildBytes::Flat(unsafe {
-                std::slice::from_raw_parts(bufs[c].assume_init() as *const u8, len as usize)
-            })
+            // SAFETY: a successful child read, completed, into a buffer or lent memory.
+            ChildBytes::Flat(unsafe { memory.data(c, len) })
         }
     })
 }
@@ -335,18 +334,31 @@ fn submit_round(s: Submit) -> Round {
 
 /// Starts a round: buffers for reads that do not go into the parent, then the child I/Os.
 fn begin_round(parent: Parent, round: Round) {
+    let view = parent.view();
     // SAFETY: the context is initialised.
     let io = unsafe { parent.state() };
     io.op = round.op;
     io.unsent = round.children;
-    if let ChildOp::Parent(IoKind::Read) = round.op {
-        io.into_parent = round.into_parent;
-        let mut needing = round.children;
-        if let Some(c) = round.into_parent {
-            needing.remove(c);
+    let held = io.memory.buffered();
+    io.unbuffered = match round.op {
+        ChildOp::Parent(IoKind::Read) => {
+            io.into_parent = round.into_parent;
+            // A vote over children that all lend reads them all without buffers.
+            io.lend = view.all_lend() && round.children.len() > 1;
+            let mut own = round.children;
+            if let Some(c) = round.into_parent {
+                own.remove(c);
+            }
+            if io.lend {
+                ChildSet::EMPTY
+            } else {
+                ChildSet(own.0 & !held.0)
+            }
         }
-        io.unbuffered = ChildSet(needing.0 & !io.buffered.0);
-    }
+        // Every loser writes from a buffer of its own holding the winner.
+        ChildOp::Rewrite => ChildSet(round.children.0 & !held.0),
+        ChildOp::Parent(_) => ChildSet::EMPTY,
+    };
     continue_round(parent);
 }
 
@@ -408,8 +420,7 @@ fn continue_round(parent: Parent) {
 }
 
 fn give_buffer(io: &mut QuorumBdevIo, c: usize, buf: *mut c_void) {
-    io.bufs[c] = MaybeUninit::new(buf);
-    io.buffered.insert(c);
+    io.memory.give_buffer(c, buf);
     io.unbuffered.remove(c);
 }
 
@@ -449,18 +460,15 @@ fn send(
     // every child).
     unsafe {
         match io.op {
+            ChildOp::Parent(IoKind::Read) if io.lend => {
+                sys::spdk_bdev_read_blocks(desc, ch, std::ptr::null_mut(), offset, blocks, cb, arg)
+            }
             ChildOp::Parent(IoKind::Read) if io.into_parent == Some(c) => {
                 sys::spdk_bdev_readv_blocks(desc, ch, p.iovs, p.iovcnt, offset, blocks, cb, arg)
             }
-            ChildOp::Parent(IoKind::Read) => sys::spdk_bdev_read_blocks(
-                desc,
-                ch,
-                io.bufs[c].assume_init(),
-                offset,
-                blocks,
-                cb,
-                arg,
-            ),
+            ChildOp::Parent(IoKind::Read) => {
+                sys::spdk_bdev_read_blocks(desc, ch, io.memory.buffer(c), offset, blocks, cb, arg)
+            }
             ChildOp::Parent(IoKind::Write) => {
                 sys::spdk_bdev_writev_blocks(desc, ch, p.iovs, p.iovcnt, offset, blocks, cb, arg)
             }
@@ -474,93 +482,84 @@ fn send(
                 sys::spdk_bdev_flush_blocks(desc, ch, offset, blocks, cb, arg)
             }
             ChildOp::Parent(IoKind::Reset) => sys::spdk_bdev_reset(desc, ch, cb, arg),
-            ChildOp::Rewrite { winner } => {
-                // Each loser writes from its own copy of the winner; the one that read into
-                // the parent (and has no buffer) from the winner's.
-                let source = if io.buffered.contains(c) { c } else { winner };
-                sys::spdk_bdev_write_blocks(
-                    desc,
-                    ch,
-                    io.bufs[source].assume_init(),
-                    offset,
-                    blocks,
-                    cb,
-                    arg,
-                )
+            ChildOp::Rewrite => {
+                // From this loser's own copy of the winner (the parent holds it): a child
+                // may change the memory it writes from (SPDK's error bdev does).
+                ChildBytes::Segments(parent.iovs()).copy_to(io.memory.buffer_mut(c, parent.len()));
+                sys::spdk_bdev_write_blocks(desc, ch, io.memory.buffer(c), offset, blocks, cb, arg)
             }
         }
     }
 }
 
-/// Before a rewrite: the winner's data into the parent (if it is not there) and into each
-/// loser's own buffer, so no write goes out from memory the parent returns.
+/// Before a rewrite: the winner's data into the parent, if it is not there; lent memory is
+/// not needed after that (each loser writes from a copy of the parent).
 fn prepare_rewrite(parent: Parent, rewrite: Rewrite) {
     // SAFETY: the context is initialised; every child read completed.
     let io = unsafe { parent.state() };
-    let len = parent.len();
     if rewrite.copy_to_parent {
-        // SAFETY: the winner read into its own buffer (it did not read into the parent).
-        ChildBytes::Flat(unsafe { buffer(io, rewrite.winner, len) })
+        // SAFETY: the winner did not read into the parent: its buffer or lent memory.
+        ChildBytes::Flat(unsafe { io.memory.data(rewrite.winner, parent.len()) })
             .copy_to_segments(parent.iovs_mut());
     }
-    for loser in rewrite.children {
-        if io.buffered.contains(loser) {
-            // SAFETY: the loser's read completed; its buffer is free to overwrite.
-            ChildBytes::Segments(parent.iovs()).copy_to(unsafe { buffer(io, loser, len) });
-        }
-    }
+    io.memory.release_lent();
 }
 
 unsafe extern "C" fn child_done(child_io: *mut sys::spdk_bdev_io, success: bool, arg: *mut c_void) {
     let parent = Parent(arg as *mut sys::spdk_bdev_io);
     let view = parent.view();
-    // SAFETY: SPDK hands the completed child bdev_io, ours to free after reading it.
-    let (bdev, result) = unsafe {
-        let bdev = (*child_io).bdev;
-        let result = if success {
-            Ok(())
-        } else {
-            let mut aio = 0;
-            sys::spdk_bdev_io_get_aio_status(child_io, &mut aio);
-            Err(if aio < 0 { -aio } else { libc::EIO })
-        };
-        sys::spdk_bdev_free_io(child_io);
-        (bdev, result)
+    // SAFETY: SPDK hands the completed child bdev_io, ours until freed.
+    let bdev = unsafe { (*child_io).bdev };
+    let result = if success {
+        Ok(())
+    } else {
+        let mut aio = 0;
+        // SAFETY: the completed child bdev_io.
+        unsafe { sys::spdk_bdev_io_get_aio_status(child_io, &mut aio) };
+        Err(if aio < 0 { -aio } else { libc::EIO })
     };
+    // SAFETY: the context is initialised; nothing else refers to it now.
+    let io = unsafe { parent.state() };
+    let lent = success && io.lend && matches!(io.op, ChildOp::Parent(IoKind::Read));
     let Some(c) = view.position(bdev) else {
+        // SAFETY: the completed child bdev_io, freed once.
+        unsafe { sys::spdk_bdev_free_io(child_io) };
         return log::error(&format!(
             "quorum {}: completion from a bdev that is not its child",
             parent.quorum().name()
         ));
     };
-    // SAFETY: the context is initialised; nothing else refers to it now.
-    let step =
-        unsafe { parent.state() }
-            .state
-            .on_child_done(parent.quorum().core(), view, c, result);
+    if lent {
+        // Its iovec points at the memory the child lent: kept until the vote is done.
+        io.memory.keep_lent(c, child_io);
+    } else {
+        // SAFETY: the completed child bdev_io, freed once.
+        unsafe { sys::spdk_bdev_free_io(child_io) };
+    }
+    let step = io
+        .state
+        .on_child_done(parent.quorum().core(), view, c, result);
     run(parent, step);
 }
 
-/// Gives back the buffers and the view.
+/// Gives back the buffers, the lent memory and the view.
 fn release(parent: Parent) {
     // SAFETY: the context is initialised; the I/O has no child I/O left.
     let io = unsafe { parent.state() };
-    let len = parent.len();
-    for c in io.buffered {
-        // SAFETY: each buffered child's buffer came from this thread's iobuf channel with
-        // this length.
-        unsafe { sys::spdk_iobuf_put(parent.channel().iobuf(), io.bufs[c].assume_init(), len) };
+    if !io.memory.is_empty() {
+        // SAFETY: the buffers came from this thread's iobuf channel with the parent's length.
+        unsafe { io.memory.release(parent.channel().iobuf(), parent.len()) };
     }
-    io.buffered = ChildSet::EMPTY;
     // SAFETY: the view was leaked from an Rc at start, and is taken back once.
     drop(unsafe { Rc::from_raw(io.view) });
 }
 
 fn complete(parent: Parent, completion: Completion) {
     if let Some(winner) = completion.copy_from {
-        // SAFETY: the context is initialised; the winner read into its own buffer.
+        // SAFETY: the context is initialised; the winner did not read into the parent: its
+        // buffer or lent memory holds its answer.
         let io = unsafe { parent.state() };
-        ChildBytes::Flat(unsafe { buffer(io, winner, parent.len()) })
+        ChildBytes::Flat(unsafe { io.memory.data(winner, parent.len()) })
             .copy_to_segments(parent.iovs_mut());
     }
     release(parent);

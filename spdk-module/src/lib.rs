@@ -7,7 +7,8 @@
 //! - [`module`]: registration at load time, the bdev_io context size, iobuf pool
 //! - [`quorum_bdev`]: the bdev and the function table SPDK calls
 //! - [`channel`]: each thread's view of the children
-//! - [`io`]: one I/O in the bdev_io's `driver_ctx`, driven by the core's state machine
+//! - [`io`]: one I/O in the bdev_io's `driver_ctx`, driven by the core's state machine;
+//!   [`child_memory`]: where the children's data lives (iobuf buffers, lent memory)
 //! - [`child`], [`hot_remove`]: children's descriptors and claims, a child SPDK removes
 //! - [`control`], [`methods`]: create/delete/add/remove and the RPC methods over them
 //! - [`rpc`], [`json`]: SPDK's RPC server and JSON, bridged to serde once
@@ -18,6 +19,7 @@
 
 mod channel;
 mod child;
+mod child_memory;
 mod control;
 mod hot_remove;
 mod io;

@@ -10,13 +10,18 @@ use common::App;
 use serde_json::{json, Value};
 
 /// bdevperf waiting (`-z`) on a config of three 16 MiB mallocs, EE_M2 over M2, and `top`
-/// (a create entry for bdev "Top" over M0, M1, EE_M2).
+/// (a create entry for bdev "Top" over M0, M1, EE_M2), for a verify workload.
 fn bdevperf(top: Value) -> (tempfile::TempDir, App) {
+    bdevperf_with(top, 4096, "verify")
+}
+
+/// As [`bdevperf`], with children of `blocks` 4 KiB blocks and `workload`.
+fn bdevperf_with(top: Value, blocks: u64, workload: &str) -> (tempfile::TempDir, App) {
     let dir = common::tempdir();
     let mut config = vec![];
     for i in 0..3 {
         config.push(json!({"method": "bdev_malloc_create",
-            "params": {"name": format!("M{i}"), "num_blocks": 4096, "block_size": 4096}}));
+            "params": {"name": format!("M{i}"), "num_blocks": blocks, "block_size": 4096}}));
     }
     config.push(json!({"method": "bdev_error_create", "params": {"base_name": "M2"}}));
     config.push(top);
@@ -99,6 +104,28 @@ fn quorum_survives_a_child_failing_writes() {
     );
     // The child missed every write: its old data is outvoted on each read.
     assert!(ee["bad_versions"].as_u64().unwrap() > 100, "{ee}");
+}
+
+#[test]
+fn quorum_rewrites_a_corrupting_child_under_overlapping_io() {
+    // 64 blocks at QD 32, reads and writes mixed: rewrites meet newer writes to the same
+    // blocks (the rewrite guard holds the writes back), and every read votes on the memory
+    // the mallocs lend, with the error bdev corrupting M2's.
+    let top = json!({"method": "bdev_quorum_create", "params": {"name": "Top",
+        "base_bdevs": ["M0", "M1", "EE_M2"], "vote_threshold": 2, "rewrite_corrupted": true}});
+    let (_dir, app) = bdevperf_with(top, 64, "randrw");
+    let answer = inject_and_run(&app, "read", "corrupt_data");
+    let result = &answer["result"]["results"][0];
+    assert_eq!(result["io_failed"], 0, "{answer}\n{}", app.log());
+    let quorums = app.rpc_json(&["bdev_quorum_get_bdevs"]);
+    let ee = &quorums[0]["children"][2];
+    assert!(ee["rewrites"].as_u64().unwrap() > 100, "{ee}");
+    // Lent answers are all sampled at the vote: overlapping writes never make a good child
+    // look bad.
+    for good in 0..2 {
+        assert_eq!(quorums[0]["children"][good]["bad_versions"], 0, "{quorums}");
+    }
+    assert_eq!(app.stop().code(), Some(0));
 }
 
 #[test]

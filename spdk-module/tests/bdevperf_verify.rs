@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 /// bdevperf waiting (`-z`) on a config of three 16 MiB mallocs, EE_M2 over M2, and `top`
 /// (a create entry for bdev "Top" over M0, M1, EE_M2), for a verify workload.
 fn bdevperf(top: Value) -> (tempfile::TempDir, App) {
-    bdevperf_with(top, 4096, "verify")
+    bdevperf_with(top, 4096, &["-w", "verify"])
 }
 
-/// As [`bdevperf`], with children of `blocks` 4 KiB blocks and `workload`.
-fn bdevperf_with(top: Value, blocks: u64, workload: &str) -> (tempfile::TempDir, App) {
+/// As [`bdevperf`], with children of `blocks` 4 KiB blocks and `workload` (bdevperf's
+/// workload arguments).
+fn bdevperf_with(top: Value, blocks: u64, workload: &[&str]) -> (tempfile::TempDir, App) {
     let dir = common::tempdir();
     let mut config = vec![];
     for i in 0..3 {
@@ -26,14 +27,9 @@ fn bdevperf_with(top: Value, blocks: u64, workload: &str) -> (tempfile::TempDir,
     config.push(json!({"method": "bdev_error_create", "params": {"base_name": "M2"}}));
     config.push(top);
     let config = json!({"subsystems": [{"subsystem": "bdev", "config": config}]});
-    let app = App::start(
-        "build/examples/bdevperf",
-        dir.path(),
-        &config,
-        &[
-            "-z", "-T", "Top", "-q", "32", "-o", "4096", "-w", "verify", "-t", "2",
-        ],
-    );
+    let mut args = vec!["-z", "-T", "Top", "-q", "32", "-o", "4096", "-t", "2"];
+    args.extend_from_slice(workload);
+    let app = App::start("build/examples/bdevperf", dir.path(), &config, &args);
     (dir, app)
 }
 
@@ -113,18 +109,20 @@ fn quorum_rewrites_a_corrupting_child_under_overlapping_io() {
     // the mallocs lend, with the error bdev corrupting M2's.
     let top = json!({"method": "bdev_quorum_create", "params": {"name": "Top",
         "base_bdevs": ["M0", "M1", "EE_M2"], "vote_threshold": 2, "rewrite_corrupted": true}});
-    let (_dir, app) = bdevperf_with(top, 64, "randrw");
+    let (_dir, app) = bdevperf_with(top, 64, &["-w", "randrw", "-M", "50"]);
     let answer = inject_and_run(&app, "read", "corrupt_data");
     let result = &answer["result"]["results"][0];
     assert_eq!(result["io_failed"], 0, "{answer}\n{}", app.log());
     let quorums = app.rpc_json(&["bdev_quorum_get_bdevs"]);
-    let ee = &quorums[0]["children"][2];
-    assert!(ee["rewrites"].as_u64().unwrap() > 100, "{ee}");
     // Lent answers are all sampled at the vote: overlapping writes never make a good child
     // look bad.
     for good in 0..2 {
         assert_eq!(quorums[0]["children"][good]["bad_versions"], 0, "{quorums}");
     }
+    // Most rewrites give way to a newer write of the same blocks; some go through.
+    let ee = &quorums[0]["children"][2];
+    assert!(ee["bad_versions"].as_u64().unwrap() > 1000, "{ee}");
+    assert!(ee["rewrites"].as_u64().unwrap() > 10, "{ee}");
     assert_eq!(app.stop().code(), Some(0));
 }
 

@@ -171,6 +171,22 @@ unsafe extern "C" fn unregistered(arg: *mut c_void, rc: i32) {
     });
 }
 
+/// The quorum `name`, if its children may change: QEMU refuses to `action` a quorum in
+/// blkverify mode.
+fn changeable(name: &str, action: &str) -> Result<&'static QuorumBdev, ControlError> {
+    let q = find(name)?;
+    children_changeable(&q.core().options(), action)?;
+    Ok(q)
+}
+
+/// After the child list of `q` changed (`what` happened): the supported I/O types, the log,
+/// and every thread's view, then `done`.
+pub fn children_changed(q: &QuorumBdev, what: &str, done: impl FnOnce() + 'static) {
+    q.refresh_supported();
+    log::notice(&format!("quorum {}: {what}", q.name()));
+    refresh_channels(q, done);
+}
+
 /// Adds `child` to quorum `name` (`bdev_quorum_add_child`) with I/O running: each thread
 /// switches to the new child list between two I/Os; `done` runs once all have.
 pub fn add_child(
@@ -178,9 +194,7 @@ pub fn add_child(
     child: &str,
     done: impl FnOnce() + 'static,
 ) -> Result<(), ControlError> {
-    let q = find(name)?;
-    let options = q.core().options();
-    children_changeable(&options, "add a child to")?;
+    let q = changeable(name, "add a child to")?;
     // A child already in the quorum is refused as such before SPDK refuses to open it
     // again (it is claimed): the same rule with the quorum's own geometry.
     let geometry = q.core().geometry();
@@ -189,22 +203,14 @@ pub fn add_child(
     if desc.bdev() == q.spdk_bdev() {
         return Err(Refused::Invalid(format!("quorum {name} cannot contain itself")).into());
     }
-    may_add_child(
-        name,
-        q.core().geometry(),
-        &q.child_names(),
-        child,
-        desc.geometry(),
-    )?;
+    may_add_child(name, geometry, &q.child_names(), child, desc.geometry())?;
     desc.claim(child)?;
     q.children().push(Child {
         id: q.new_child_id(),
         name: Arc::from(child),
         desc: Some(Arc::new(desc)),
     });
-    q.refresh_supported();
-    log::notice(&format!("quorum {name}: child {child} added"));
-    refresh_channels(q, done);
+    children_changed(q, &format!("child {child} added"), done);
     Ok(())
 }
 
@@ -216,19 +222,15 @@ pub fn remove_child(
     child: &str,
     done: impl FnOnce() + 'static,
 ) -> Result<(), ControlError> {
-    let q = find(name)?;
-    let options = q.core().options();
-    children_changeable(&options, "remove a child from")?;
-    let pos = may_remove_child(name, &options, &q.child_names(), child)?;
+    let q = changeable(name, "remove a child from")?;
+    let pos = may_remove_child(name, &q.core().options(), &q.child_names(), child)?;
     q.children().remove(pos);
-    q.refresh_supported();
-    log::notice(&format!("quorum {name}: child {child} removed"));
-    refresh_channels(q, done);
+    children_changed(q, &format!("child {child} removed"), done);
     Ok(())
 }
 
 /// Has every thread's channel of `q` pick up the current child list, then runs `done`.
-pub fn refresh_channels(q: &QuorumBdev, done: impl FnOnce() + 'static) {
+fn refresh_channels(q: &QuorumBdev, done: impl FnOnce() + 'static) {
     // SAFETY: the quorum's io_device has QuorumChannel contexts.
     unsafe {
         thread::for_each_channel::<QuorumChannel>(q.io_device(), QuorumChannel::refresh, done)

@@ -8,8 +8,8 @@ use std::ffi::c_void;
 
 use spdk_sys as sys;
 
+use crate::control;
 use crate::quorum_bdev;
-use crate::{control, log};
 
 /// SPDK's event callback for every child descriptor; runs on the app thread.
 pub unsafe extern "C" fn on_child_event(
@@ -38,10 +38,9 @@ pub unsafe extern "C" fn on_child_event(
             name = child.name.to_string();
         }
     }
-    log::notice(&format!(
-        "quorum {}: child {name} was removed; it now fails its I/O",
-        q.name()
-    ));
-    q.refresh_supported();
-    control::refresh_channels(q, || {});
+    control::children_changed(
+        q,
+        &format!("child {name} was removed; it now fails its I/O"),
+        || {},
+    );
 }

@@ -173,8 +173,8 @@ impl App {
         let _ = std::fs::remove_file(&sock);
         let config_file = dir.join(format!("{name}.json"));
         std::fs::write(&config_file, with_small_footprint(config).to_string()).unwrap();
-        let child = spdk_command(binary)
-            .env("LD_PRELOAD", module_so())
+        let mut cmd = spdk_command(binary);
+        cmd.env("LD_PRELOAD", module_so())
             .args(common_args(0, 64))
             .arg("--msg-mempool-size")
             .arg("32767")
@@ -182,35 +182,28 @@ impl App {
             .arg(&sock)
             .arg("-c")
             .arg(&config_file)
-            .args(args)
-            .current_dir(dir)
-            .stdout(File::create(dir.join(format!("{name}.stdout"))).unwrap())
-            .stderr(File::create(dir.join(format!("{name}.stderr"))).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{binary} starts: {e}"));
-        let mut app = App {
-            child,
-            dir: dir.to_path_buf(),
-            sock,
-            name,
-        };
-        app.wait_ready();
-        app
+            .args(args);
+        App::spawn(cmd, dir, name, sock)
     }
 
     /// quorum-tgt, the other host of the same quorum, in interrupt mode, driven the same way.
     pub fn quorum_tgt(dir: &Path) -> App {
         let name = "quorum-tgt".to_string();
         let sock = dir.join(format!("{name}.sock"));
-        let child = Command::new(quorum_tgt())
-            .arg("-r")
-            .arg(&sock)
-            .arg("--interrupt-mode")
+        let mut cmd = Command::new(quorum_tgt());
+        cmd.arg("-r").arg(&sock).arg("--interrupt-mode");
+        App::spawn(cmd, dir, name, sock)
+    }
+
+    /// Runs `cmd` in `dir` with its output in `<name>.stdout` and `<name>.stderr`, and waits
+    /// until it answers RPC on `sock`.
+    fn spawn(mut cmd: Command, dir: &Path, name: String, sock: PathBuf) -> App {
+        let child = cmd
             .current_dir(dir)
             .stdout(File::create(dir.join(format!("{name}.stdout"))).unwrap())
             .stderr(File::create(dir.join(format!("{name}.stderr"))).unwrap())
             .spawn()
-            .expect("quorum-tgt starts");
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
         let mut app = App {
             child,
             dir: dir.to_path_buf(),

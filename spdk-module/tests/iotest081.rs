@@ -1,7 +1,8 @@
 //! QEMU iotest 081's quorum scenarios replayed inside stock `spdk_tgt` with the module
 //! preloaded: SPDK's `bdev_aio` children on files, SPDK's `bdev_error` (`corrupt_data` on
 //! reads) in front of some, the quorum exported over NVMe/TCP and read by SPDK's own
-//! initiator, configured with SPDK's `spdk-rpc` and the repo's plugin.
+//! initiator, configured with SPDK's `spdk-rpc` and the repo's plugin. Also SPDK's hot
+//! removal of a child, which the quorum treats as a failed child.
 
 mod common;
 
@@ -306,4 +307,36 @@ fn children_come_and_go_under_qemus_threshold_rule() {
         );
     }
     assert_eq!(s.initiator.read(AT, LEN), data);
+}
+
+#[test]
+fn a_child_spdk_removes_becomes_a_failed_child() {
+    let s = setup(&[], "bdev_quorum_create -b Q0 -t 2 A0 A1 A2");
+    // SPDK unregisters the claimed child; the quorum lets go of it (the RPC returns once
+    // the child is gone) and keeps it in the vote order as a failed child.
+    s.app.rpc_ok(&["bdev_aio_delete", "A2"]);
+    let gone = s.app.rpc(&["bdev_get_bdevs", "-b", "A2"]);
+    assert!(!gone.status.success(), "A2 is unregistered");
+    assert_eq!(s.initiator.read(AT, LEN), vec![GOOD; LEN as usize]);
+    let mut bad = report_bad("A2", AT, LEN);
+    bad.1["error"] = json!("No such device");
+    assert_eq!(s.new_events(), [bad]);
+    let info = s.app.rpc_json(&["bdev_get_bdevs", "-b", "Q0"]);
+    assert_eq!(
+        info[0]["driver_specific"]["quorum"]["base_bdevs"],
+        json!(["A0", "A1", "A2"])
+    );
+    // Writes go on with the two left (threshold 2).
+    let data: Vec<u8> = (0..LEN as usize).map(|i| (i * 3) as u8).collect();
+    s.initiator.write(AT, &data);
+    assert_eq!(s.initiator.read(AT, LEN), data);
+    s.app.rpc_ok(&["bdev_quorum_remove_child", "Q0", "A2"]);
+    let info = s.app.rpc_json(&["bdev_get_bdevs", "-b", "Q0"]);
+    assert_eq!(
+        info[0]["driver_specific"]["quorum"]["base_bdevs"],
+        json!(["A0", "A1"])
+    );
+    let before = s.app.events().len();
+    assert_eq!(s.initiator.read(AT, LEN), data);
+    assert_eq!(s.app.events().len(), before, "no failed child any more");
 }

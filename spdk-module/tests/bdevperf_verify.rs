@@ -143,3 +143,76 @@ fn raid1_passes_a_corrupted_read_on() {
         app.log()
     );
 }
+
+#[test]
+fn every_io_type_spdks_targets_use_is_served() {
+    let (_dir, app) = bdevperf(quorum_top());
+    for workload in ["write_zeroes", "unmap", "flush", "reset", "verify"] {
+        let answer = app.call(
+            "perform_tests",
+            json!({"workload_type": workload, "time_in_sec": 1, "queue_depth": 8}),
+        );
+        let result = &answer["result"]["results"][0];
+        assert_eq!(
+            result["io_failed"],
+            0,
+            "{workload}: {answer}\n{}",
+            app.log()
+        );
+        assert!(
+            result["iops"].as_f64().unwrap() > 0.0,
+            "{workload}: {answer}"
+        );
+    }
+    let quorums = app.rpc_json(&["bdev_quorum_get_bdevs"]);
+    for child in quorums[0]["children"].as_array().unwrap() {
+        assert!(child["flushes"].as_u64().unwrap() > 0, "{child}");
+        assert!(
+            child["writes"].as_u64().unwrap() > 0,
+            "write_zeroes and unmap: {child}"
+        );
+    }
+    assert_eq!(app.stop().code(), Some(0));
+}
+
+#[test]
+fn a_quorum_serves_the_io_types_all_its_children_serve() {
+    let dir = common::tempdir();
+    let mut config = vec![];
+    for (i, method) in ["bdev_malloc_create", "bdev_null_create"]
+        .iter()
+        .enumerate()
+    {
+        config.push(json!({"method": method,
+            "params": {"name": format!("C{i}"), "num_blocks": 1024, "block_size": 4096}}));
+    }
+    config.push(json!({"method": "bdev_quorum_create",
+        "params": {"name": "Q", "base_bdevs": ["C0", "C1"], "vote_threshold": 1}}));
+    let app = App::spdk_tgt(
+        dir.path(),
+        &json!({"subsystems": [{"subsystem": "bdev", "config": config}]}),
+    );
+    let bdevs = app.rpc_json(&["bdev_get_bdevs"]);
+    let types = |name: &str| {
+        bdevs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap()["supported_io_types"]
+            .clone()
+    };
+    let (malloc, null, quorum) = (types("C0"), types("C1"), types("Q"));
+    for (io_type, served) in quorum.as_object().unwrap() {
+        let both = malloc[io_type] == true && null[io_type] == true;
+        let ours = ["read", "write", "flush", "unmap", "write_zeroes", "reset"]
+            .contains(&io_type.as_str());
+        assert_eq!(
+            served,
+            &json!(both && ours),
+            "{io_type}: malloc {malloc}, null {null}"
+        );
+    }
+    assert_eq!(quorum["read"], true);
+    assert_eq!(app.stop().code(), Some(0));
+}

@@ -89,7 +89,8 @@ def spdk_rpc_plugin_initialize(subparsers):
 
     def nbd_server_start(args):
         print_json(args.client.nbd_server_start(
-            listen_addr=args.listen_addr, listen_port=args.listen_port))
+            listen_addr=args.listen_addr, listen_port=args.listen_port,
+            handshake_max_seconds=args.handshake_max_seconds))
 
     p = subparsers.add_parser(
         'nbd_server_start',
@@ -97,6 +98,9 @@ def spdk_rpc_plugin_initialize(subparsers):
     p.add_argument('listen_addr', help='Unix socket path or TCP host/address')
     p.add_argument('-p', '--listen-port', dest='listen_port', type=int,
                    help='TCP port (default 10809)')
+    p.add_argument('--handshake-max-seconds', dest='handshake_max_seconds', type=int,
+                   help='Disconnect clients that have not finished the handshake after this '
+                        'many seconds (default 10, 0: no limit)')
     p.set_defaults(func=nbd_server_start)
 
     def nbd_server_stop(args):

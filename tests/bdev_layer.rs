@@ -78,8 +78,13 @@ fn names_are_unique_and_geometry_checked() {
 fn claimed_bdev_refuses_delete_and_second_claim() {
     let rt = runtime(1);
     let m = malloc::create(&rt, Some("M".into()), 16, 512, None).unwrap();
-    m.claim("quorum").unwrap();
-    assert!(matches!(m.claim("raid"), Err(BdevError::Claimed { .. })));
+    let registry = BdevRegistry::of(&rt);
+    registry.claim_base("Q", &m, "quorum").unwrap();
+    assert_eq!(m.claimed_by().as_deref(), Some("quorum Q"));
+    assert!(matches!(
+        registry.claim_base("R", &m, "raid"),
+        Err(BdevError::Claimed { .. })
+    ));
     let err = delete(&rt, "M").unwrap_err();
     assert_eq!(err.errno(), libc::EBUSY);
     assert!(BdevRegistry::of(&rt).get("M").is_ok());

@@ -123,6 +123,21 @@ fn wait_all(rx: &Receiver<(usize, Outcome)>, n: usize) -> Vec<Outcome> {
     out.into_iter().map(Option::unwrap).collect()
 }
 
+/// I/O submitted to `bdev` and not completed yet, over every reactor.
+fn in_flight(rt: &Runtime, bdev: &Arc<Bdev>) -> u64 {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    bdev.count_in_flight(rt, move |n| {
+        let _ = tx.send(n);
+    });
+    rx.recv().unwrap()
+}
+
+/// Waits until `n` I/Os reached `bdev` and are held there; none of `rx`'s has completed.
+fn wait_held(rt: &Runtime, bdev: &Arc<Bdev>, n: u64, rx: &Receiver<(usize, Outcome)>) {
+    common::wait_until("the I/O to reach the bdev", || in_flight(rt, bdev) == n);
+    assert!(rx.try_recv().is_err(), "a held I/O completed");
+}
+
 fn reads(n: usize, offset: u64) -> Vec<Req> {
     (0..n)
         .map(|_| (IoType::Read, offset, 1, vec![0; BS]))
@@ -240,18 +255,17 @@ fn pending_io_stays_until_a_reset_aborts_it_on_every_reactor() {
     .unwrap();
     // Held on reactor 1's channel.
     let rx = submit_all(&rt, 1, &ee, vec![(IoType::Write, 0, 1, pattern(BS, 6))]);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(rx.try_recv().is_err(), "a pending write does not complete");
+    wait_held(&rt, &ee, 1, &rx);
     // It never reached the base, and other types still pass.
     assert_eq!(read(&rt, &base, 0, 1).unwrap(), old);
     assert_eq!(read(&rt, &ee, 0, 1).unwrap(), old);
-    // A reset submitted on reactor 0 aborts it; the reset itself succeeds.
+    // A reset submitted on reactor 0 aborts it (so it was held, not completed late); the
+    // reset itself succeeds.
     command(&rt, &ee, IoType::Reset, 0, 0).unwrap();
     assert_eq!(wait_all(&rx, 1), vec![Err(libc::ECANCELED)]);
     // The reset does not clear the injection: the second pending write is held too.
     let rx = submit_all(&rt, 0, &ee, vec![(IoType::Write, 0, 1, pattern(BS, 7))]);
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(rx.try_recv().is_err());
+    wait_held(&rt, &ee, 1, &rx);
     command(&rt, &ee, IoType::Reset, 0, 0).unwrap();
     assert_eq!(wait_all(&rx, 1), vec![Err(libc::ECANCELED)]);
     // Both counted: writes pass again.
@@ -526,8 +540,8 @@ fn delay_reset_aborts_the_io_it_holds() {
         .unwrap();
     }
     let rx = submit_all(&rt, 1, &d, reads(2, 0));
-    std::thread::sleep(Duration::from_millis(30));
-    assert!(rx.try_recv().is_err(), "reads are held for a minute");
+    // Held for a minute: the reset below aborts both, which only held I/O can be.
+    wait_held(&rt, &d, 2, &rx);
     command(&rt, &d, IoType::Reset, 0, 0).unwrap();
     assert_eq!(
         wait_all(&rx, 2),

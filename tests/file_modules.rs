@@ -424,7 +424,7 @@ fn aio_round_trip_readonly_and_fallocate() {
     assert_eq!(
         info["driver_specific"]["aio"],
         json!({"filename": s(&path), "o_direct": true, "block_size_override": false,
-               "readonly": false, "fallocate": false})
+               "readonly": false, "fallocate": false, "dsync_writes": 0})
     );
     assert_eq!(info["supported_io_types"]["unmap"], false);
     let data = pattern(6 * 512, 8);
@@ -475,7 +475,7 @@ fn idle_interrupt_mode_reactors_wake_for_completions() {
     for bdev in [u, a] {
         // Let the reactor fall asleep with the channel's poller registered, then ask again.
         run_io(&rt, 0, &bdev, IoType::Read, 0, 1, &[0; 512]).unwrap();
-        std::thread::sleep(Duration::from_millis(250));
+        common::wait_until("reactor 0 to fall asleep", || rt.reactor_asleep(0));
         let (rt2, b2) = (rt.clone(), bdev.clone());
         let data = pattern(4096, 3);
         let d2 = data.clone();
@@ -483,7 +483,7 @@ fn idle_interrupt_mode_reactors_wake_for_completions() {
             write(&rt2, &b2, 3, &d2).unwrap();
             command(&rt2, &b2, IoType::Flush, 0, 0).unwrap();
         });
-        std::thread::sleep(Duration::from_millis(250));
+        common::wait_until("reactor 0 to fall asleep", || rt.reactor_asleep(0));
         let (rt2, b2) = (rt.clone(), bdev.clone());
         assert_eq!(within(5, move || read(&rt2, &b2, 3, 8).unwrap()), data);
     }

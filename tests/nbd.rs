@@ -70,11 +70,13 @@ fn client(program: &str, args: &[&str]) -> Output {
         "/usr/bin:/bin:{}",
         std::env::var("PATH").unwrap_or_default()
     );
+    // Outside the source tree: fio, for one, leaves state files in its working directory.
     Command::new("timeout")
         .arg(CLIENT_TIMEOUT)
         .arg(program)
         .args(args)
         .env("PATH", path)
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .output()
         .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test-all): {e}"))
 }
@@ -284,10 +286,24 @@ fn fio_nbd_engine_verifies_crc32c_over_unix_and_tcp_from_two_connections() {
                 "--verify=crc32c",
                 "--do_verify=1",
                 "--verify_fatal=1",
+                "--verify_state_save=0",
+                "--output-format=json",
             ],
         );
-        assert!(out.contains("err= 0"), "{out}");
-        assert!(!out.contains("verify: bad"), "{out}");
+        // Every job, not just one of them, wrote and verified all its data without error.
+        let report: Value = serde_json::from_str(&out[out.find('{').unwrap()..])
+            .unwrap_or_else(|e| panic!("{e}: {out}"));
+        let jobs = report["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 2, "{out}");
+        for job in jobs {
+            assert_eq!(job["error"], 0, "{job}");
+            assert_eq!(job["write"]["io_bytes"], 8 << 20, "{job}");
+            assert_eq!(
+                job["read"]["io_bytes"],
+                8 << 20,
+                "verified all it wrote: {job}"
+            );
+        }
     };
     job(&unix_uri(&sock, "Q"));
     let port = free_port();
@@ -825,4 +841,442 @@ fn save_config_round_trips_the_server_and_exports_and_sigterm_drains_clients() {
         &unix_uri(&sock, "Q"),
         &["write -P 0x62 0 64k", "read -P 0x62 0 64k"],
     );
+}
+
+/// `bdev_get_iostat` of one bdev.
+fn iostat(t: &Target, name: &str) -> Value {
+    let answer = t.raw().call(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "bdev_get_iostat",
+                     "params": {"name": name}}),
+    );
+    answer["result"]["bdevs"][0].clone()
+}
+
+/// The `connections` count `nbd_get_exports` reports for `export`.
+fn connections(t: &Target, export: &str) -> Value {
+    let exports = t
+        .raw()
+        .call(json!({"jsonrpc": "2.0", "id": 1, "method": "nbd_get_exports"}));
+    exports["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["export_name"] == export)
+        .map(|e| e["connections"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn bdev_graph_loops_are_refused_and_the_daemon_keeps_serving() {
+    let t = Target::start_with(&["-m", "0x1"]);
+    let sock = t.dir.path().join("nbd.sock");
+    t.rpc_script(
+        "bdev_malloc_create -b M0 4 512\n\
+         bdev_malloc_create -b M1 4 512\n\
+         bdev_malloc_create -b M2 4 512\n\
+         bdev_quorum_create -b C1 -t 1 M0 M1\n",
+    );
+    let loop_of = |args: &[&str]| {
+        let err = plugin_err(&t, args);
+        assert_eq!(err["code"], -22, "{args:?}: {err}");
+        err["message"].as_str().unwrap().to_string()
+    };
+    // Directly: a quorum as its own child.
+    assert!(loop_of(&["bdev_quorum_add_child", "C1", "C1"]).contains("C1 -> C1"));
+    // Through a second quorum: C2 = quorum(C1, M2), then C2 under C1.
+    plugin(
+        &t,
+        &["bdev_quorum_create", "-b", "C2", "-t", "1", "C1", "M2"],
+    );
+    assert!(loop_of(&["bdev_quorum_add_child", "C1", "C2"]).contains("C1 -> C2 -> C1"));
+    // Through an error bdev and a delay bdev stacked on the top quorum.
+    t.rpc_script(
+        "bdev_error_create C2\n\
+         bdev_delay_create -b EE_C2 -d D -r 1 -t 1 -w 1 -n 1\n",
+    );
+    assert!(loop_of(&["bdev_quorum_add_child", "C2", "EE_C2"]).contains("C2 -> EE_C2 -> C2"));
+    assert!(loop_of(&["bdev_quorum_add_child", "C1", "D"]).contains("C1 -> D -> EE_C2 -> C2 -> C1"));
+    // Nothing changed: the children lists are as built, and the refused bdevs stay free to
+    // be used elsewhere (their claims are untouched).
+    let quorums = plugin_json(&t, &["bdev_quorum_get_bdevs"]);
+    let children = |q: usize| -> Vec<Value> {
+        quorums[q]["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect()
+    };
+    assert_eq!(children(0), vec![json!("M0"), json!("M1")]);
+    assert_eq!(children(1), vec![json!("C1"), json!("M2")]);
+    let bdevs = t.bdevs();
+    let claimed = |name: &str| {
+        bdevs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap()["claimed"]
+            .clone()
+    };
+    assert_eq!(claimed("D"), json!(false));
+    // The stack serves I/O end to end over NBD, and the daemon shuts down cleanly.
+    t.rpc_script(&format!(
+        "nbd_server_start {}\nnbd_export_create D\n",
+        sock.display()
+    ));
+    let uri = unix_uri(&sock, "D");
+    qemu_io(&uri, &["write -P 0x6b 0 64k", "flush"]);
+    qemu_io(&uri, &["read -P 0x6b 0 64k"]);
+    let (status, _) = t.signal(libc::SIGTERM);
+    assert!(status.success(), "SIGTERM exit: {status}");
+}
+
+/// A target with quorum `Q` (threshold 2) over M0, M1 and EE_M2 (an error bdev over M2),
+/// exported over NBD on a Unix socket, EE_M2 holding every write (`pending`). Extra daemon
+/// arguments in `extra`.
+fn quorum_with_a_hung_child(extra: &[&str]) -> (Target, PathBuf) {
+    let mut args = vec!["-m", "0x1"];
+    args.extend_from_slice(extra);
+    let t = Target::start_with(&args);
+    let sock = t.dir.path().join("nbd.sock");
+    t.rpc_script(&format!(
+        "bdev_malloc_create -b M0 4 512\n\
+         bdev_malloc_create -b M1 4 512\n\
+         bdev_malloc_create -b M2 4 512\n\
+         bdev_error_create M2\n\
+         bdev_quorum_create -b Q -t 2 M0 M1 EE_M2\n\
+         bdev_error_inject_error EE_M2 write pending -n 1000\n\
+         nbd_server_start {}\n\
+         nbd_export_create Q\n",
+        sock.display()
+    ));
+    (t, sock)
+}
+
+/// Sends one 4 KiB write of `byte` at offset 0 and waits until the healthy children M0 and
+/// M1 completed it: the quorum then waits on EE_M2, which never answers.
+fn write_until_only_the_hung_child_holds_it(t: &Target, c: &mut Raw<UnixStream>, byte: u8) {
+    c.send(Cmd::Write, 0, 1, 0, 4096);
+    c.s.write_all(&[byte; 4096]).unwrap();
+    common::wait_until("M0 and M1 to complete the write", || {
+        iostat(t, "M0")["num_write_ops"] == 1 && iostat(t, "M1")["num_write_ops"] == 1
+    });
+}
+
+#[test]
+fn shutdown_ends_within_its_bound_when_a_child_never_answers() {
+    let (t, sock) = quorum_with_a_hung_child(&["--shutdown-timeout", "2"]);
+    let mut c = raw_unix(&sock).session("Q");
+    write_until_only_the_hung_child_holds_it(&t, &mut c, 0x5c);
+    let started = Instant::now();
+    let (status, dir) = t.signal_within(libc::SIGTERM, Duration::from_secs(15));
+    let took = started.elapsed();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(
+        took >= Duration::from_secs(2),
+        "did not wait for the drain: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
+    // It says what it abandoned, and fails: the write was never acknowledged, and is lost.
+    assert!(!status.success(), "{status}: {stderr}");
+    for needle in [
+        "shutdown incomplete",
+        "export Q: 1 requests in flight",
+        "EE_M2: 1 I/O in flight",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    // Every bdev, the hung one included, was flushed: only writes were held.
+    assert!(!stderr.contains("not flushed"), "{stderr}");
+    c.expect_closed();
+}
+
+#[test]
+fn a_client_killed_with_io_pending_leaves_no_connection_behind() {
+    let (t, sock) = quorum_with_a_hung_child(&[]);
+    let mut c = raw_unix(&sock).session("Q");
+    write_until_only_the_hung_child_holds_it(&t, &mut c, 0x5d);
+    assert_eq!(connections(&t, "Q"), 1);
+    drop(c);
+    common::wait_until("the dead client's connection to go", || {
+        connections(&t, "Q") == 0
+    });
+    // The export goes on serving: the two healthy children outvote the one that never
+    // stored the write.
+    let uri = unix_uri(&sock, "Q");
+    qemu_io(&uri, &["read -P 0x5d 0 4k"]);
+    // And it can be deleted without waiting for the write that will never complete.
+    assert_eq!(plugin_json(&t, &["nbd_export_delete", "Q"]), json!(true));
+}
+
+/// Connects to TCP `port` and reads the server's greeting, then says nothing.
+fn silent_tcp_client(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut greeting = [0u8; 18];
+    s.read_exact(&mut greeting).unwrap();
+    s
+}
+
+/// A target exporting malloc `M0` over TCP on a free port, with the handshake limit given.
+fn tcp_export(handshake_max_seconds: u32) -> (Target, u16) {
+    let t = Target::start_with(&["-m", "0x1"]);
+    let port = free_port();
+    t.rpc_script(&format!(
+        "bdev_malloc_create -b M0 4 512\n\
+         nbd_server_start 127.0.0.1 -p {port} --handshake-max-seconds {handshake_max_seconds}\n\
+         nbd_export_create M0\n"
+    ));
+    (t, port)
+}
+
+#[test]
+fn clients_that_do_not_finish_the_handshake_in_time_are_closed() {
+    let (t, port) = tcp_export(1);
+    let tcp = || {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        Raw { s }
+    };
+    let mut finished = tcp().session("M0");
+    let started = Instant::now();
+    let mut silent = Raw {
+        s: silent_tcp_client(port),
+    };
+    let mut half = tcp();
+    half.greet(proto::FLAG_C_FIXED_NEWSTYLE);
+    silent.expect_closed();
+    half.expect_closed();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+    // A client that finished the handshake is not subject to the limit.
+    finished.send(Cmd::Read, 0, 7, 0, 512);
+    assert_eq!(finished.reply(512), (0, 7, vec![0; 512]));
+    // The limit is part of the saved config.
+    let saved: Value = serde_json::from_str(&t.rpc_ok(&["save_config"])).unwrap();
+    let nbd = saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "nbd")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        nbd["config"][0]["params"]["handshake_max_seconds"], 1,
+        "{nbd}"
+    );
+}
+
+#[test]
+fn a_flood_of_silent_connections_does_not_keep_a_real_client_out() {
+    // A long handshake limit: the real client must get in because slots are kept for it,
+    // not because the silent ones timed out.
+    let (t, port) = tcp_export(600);
+    let silent: Vec<TcpStream> = (0..1030)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            s
+        })
+        .collect();
+    let uri = format!("nbd://127.0.0.1:{port}/M0");
+    qemu_io(&uri, &["write -P 0x42 0 4k", "read -P 0x42 0 4k"]);
+    // The daemon did not keep the flood: most silent connections were closed on it.
+    let mut closed = 0;
+    for mut s in silent {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let mut seen_eof = false;
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => {
+                    seen_eof = true;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        closed += seen_eof as usize;
+    }
+    assert!(closed >= 1030 - 128, "only {closed} of 1030 closed");
+    let mut t = t;
+    assert!(t.alive());
+}
+
+/// `n` sparse 4 MiB files outside tmpfs (so file children use O_DIRECT), in a directory
+/// removed with the returned guard.
+fn sparse_files(n: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let paths: Vec<PathBuf> = (0..n)
+        .map(|i| dir.path().join(format!("{i}.raw")))
+        .collect();
+    for p in &paths {
+        std::fs::File::create(p).unwrap().set_len(4 << 20).unwrap();
+    }
+    (dir, paths)
+}
+
+#[test]
+fn fua_reaches_every_child_and_the_kernel_only_when_asked() {
+    let (_files, paths) = sparse_files(2);
+    let (a, u) = (&paths[0], &paths[1]);
+    let t = Target::start_with(&["-m", "0x1"]);
+    let sock = t.dir.path().join("nbd.sock");
+    t.rpc_script(&format!(
+        "bdev_aio_create {} A0 512\n\
+         bdev_uring_create {} U1 512\n\
+         bdev_malloc_create -b M2 4 512\n\
+         bdev_quorum_create -b Q -t 2 A0 U1 M2\n\
+         nbd_server_start {}\n\
+         nbd_export_create Q\n",
+        a.display(),
+        u.display(),
+        sock.display()
+    ));
+    let fua_seen = |t: &Target| -> Vec<Value> {
+        ["Q", "A0", "U1", "M2"]
+            .iter()
+            .map(|b| iostat(t, b)["num_fua_write_ops"].clone())
+            .collect()
+    };
+    let dsync_submitted = |t: &Target| -> Vec<Value> {
+        let bdevs = t.bdevs();
+        ["A0", "U1"]
+            .iter()
+            .map(|name| {
+                let b = bdevs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["name"] == *name)
+                    .unwrap();
+                let module = if *name == "A0" { "aio" } else { "uring" };
+                b["driver_specific"][module]["dsync_writes"].clone()
+            })
+            .collect()
+    };
+    let mut c = raw_unix(&sock).session("Q");
+    c.send(Cmd::Write, 0, 1, 0, 4096);
+    c.s.write_all(&[0x11; 4096]).unwrap();
+    assert_eq!(c.reply(0), (0, 1, vec![]));
+    assert_eq!(
+        fua_seen(&t),
+        vec![json!(0); 4],
+        "a plain write carries no FUA"
+    );
+    assert_eq!(dsync_submitted(&t), vec![json!(0); 2]);
+    c.send(Cmd::Write, proto::CMD_FLAG_FUA, 2, 4096, 4096);
+    c.s.write_all(&[0x22; 4096]).unwrap();
+    assert_eq!(c.reply(0), (0, 2, vec![]));
+    assert_eq!(fua_seen(&t), vec![json!(1); 4], "every child saw the FUA");
+    assert_eq!(
+        dsync_submitted(&t),
+        vec![json!(1); 2],
+        "both file modules handed the kernel RWF_DSYNC"
+    );
+    assert_eq!(iostat(&t, "M2")["num_write_ops"], 2);
+}
+
+#[test]
+fn writes_are_answered_after_every_child_and_failures_reach_the_client() {
+    let t = Target::start_with(&["-m", "0x1"]);
+    let sock = t.dir.path().join("nbd.sock");
+    // D2 takes 300 ms per write: the quorum's write, and so the NBD reply, cannot be earlier.
+    t.rpc_script(&format!(
+        "bdev_malloc_create -b M0 4 512\n\
+         bdev_malloc_create -b M1 4 512\n\
+         bdev_malloc_create -b M2 4 512\n\
+         bdev_delay_create -b M2 -d D2 -r 1 -t 1 -w 300000 -n 300000\n\
+         bdev_quorum_create -b Q -t 2 M0 M1 D2\n\
+         bdev_malloc_create -b M3 4 512\n\
+         bdev_malloc_create -b M4 4 512\n\
+         bdev_malloc_create -b M5 4 512\n\
+         bdev_error_create M4\n\
+         bdev_error_create M5\n\
+         bdev_quorum_create -b F -t 2 M3 EE_M4 EE_M5\n\
+         bdev_error_inject_error EE_M4 write failure -n 1000\n\
+         bdev_error_inject_error EE_M5 write failure -n 1000\n\
+         nbd_server_start {}\n\
+         nbd_export_create Q\n\
+         nbd_export_create F\n",
+        sock.display()
+    ));
+    let mut c = raw_unix(&sock).session("Q");
+    let started = Instant::now();
+    c.send(Cmd::Write, 0, 9, 0, 4096);
+    c.s.write_all(&[0x33; 4096]).unwrap();
+    assert_eq!(c.reply(0), (0, 9, vec![]));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "answered after {took:?}"
+    );
+    assert_eq!(iostat(&t, "D2")["num_write_ops"], 1);
+    let script = "\
+import errno
+try:
+    h.pwrite(b'x' * 4096, 0)
+    raise SystemExit('a write failing on 2 of 3 children succeeded')
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+print('ok')
+";
+    let out = client_ok("nbdsh", &["-u", &unix_uri(&sock, "F"), "-c", script]);
+    assert_eq!(out.trim(), "ok");
+}
+
+/// The start of the hole `lseek(SEEK_HOLE)` finds at or after `offset` in `path`.
+fn next_hole(path: &Path, offset: i64) -> i64 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: lseek on a descriptor we own.
+    unsafe { libc::lseek(f.as_raw_fd(), offset, libc::SEEK_HOLE) }
+}
+
+#[test]
+fn trim_over_nbd_unmaps_every_child_and_reads_back_zeroes() {
+    const KIB: usize = 1024;
+    let (_files, paths) = sparse_files(3);
+    let t = Target::start_with(&["-m", "0x1"]);
+    let sock = t.dir.path().join("nbd.sock");
+    t.rpc_script(&format!(
+        "bdev_uring_create {} C0 512\n\
+         bdev_uring_create {} C1 512\n\
+         bdev_aio_create --fallocate {} C2 512\n\
+         bdev_quorum_create -b Q -t 2 C0 C1 C2\n\
+         nbd_server_start {}\n\
+         nbd_export_create Q\n",
+        paths[0].display(),
+        paths[1].display(),
+        paths[2].display(),
+        sock.display()
+    ));
+    let script = "\
+data = bytes(range(256)) * 4096
+h.pwrite(data, 0)
+h.flush()
+h.trim(256 * 1024, 256 * 1024)
+h.flush()
+got = h.pread(1024 * 1024, 0)
+assert got[:256 * 1024] == data[:256 * 1024], 'before the trim'
+assert got[256 * 1024:512 * 1024] == bytes(256 * 1024), 'the trimmed range reads zeroes'
+assert got[512 * 1024:] == data[512 * 1024:], 'after the trim'
+print('ok')
+";
+    let out = client_ok("nbdsh", &["-u", &unix_uri(&sock, "Q"), "-c", script]);
+    assert_eq!(out.trim(), "ok");
+    for p in &paths {
+        // The trimmed range is a hole in every child's file, the rest is data.
+        assert_eq!(next_hole(p, 0), 256 * KIB as i64, "{}", p.display());
+        assert_eq!(next_hole(p, 256 * KIB as i64), 256 * KIB as i64);
+        assert_eq!(next_hole(p, 512 * KIB as i64), 1024 * KIB as i64);
+        assert!(file_bytes(p, 256 * KIB as u64, 256 * KIB)
+            .iter()
+            .all(|&b| b == 0));
+    }
 }

@@ -375,11 +375,32 @@ fn protocol_errors_get_spdk_codes() {
         json!({"current": false, "include_aliases": false}),
     ));
     assert!(ok["result"].is_array(), "{ok}");
-    // String ids and a missing "jsonrpc" member are accepted, as SPDK does.
-    let ok = raw.call(json!({"id": "abc", "method": "framework_wait_init"}));
+    // String ids are accepted; a request without "jsonrpc": "2.0" is not, as in SPDK.
+    let ok = raw.call(json!({"jsonrpc": "2.0", "id": "abc", "method": "framework_wait_init"}));
     assert_eq!(
         (ok["id"].clone(), ok["result"].clone()),
         (json!("abc"), json!(true))
+    );
+    let no_version = raw.call(json!({"id": "v", "method": "framework_wait_init"}));
+    assert_eq!(
+        (
+            no_version["id"].clone(),
+            no_version["error"]["code"].clone()
+        ),
+        (json!("v"), json!(-32600)),
+        "{no_version}"
+    );
+    let unversioned_create = raw.call(json!({"id": 12, "method": "bdev_null_create",
+        "params": {"name": "Unversioned", "num_blocks": 8, "block_size": 512}}));
+    assert_eq!(unversioned_create["error"]["code"], -32600);
+    let listed = raw.call(request(13, "bdev_get_bdevs", json!({})));
+    assert!(
+        listed["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["name"] != "Unversioned"),
+        "a refused request changed nothing: {listed}"
     );
 
     // A notification gets no response: the next thing read answers the next request.
@@ -779,6 +800,20 @@ fn spdk_rpc_plugin_maps_arguments_to_contract_params() {
             json!({"name": "Q0", "since": 5, "max": 10})
         )
     );
+    assert_eq!(
+        plugin(&[
+            "nbd_server_start",
+            "127.0.0.1",
+            "-p",
+            "10810",
+            "--handshake-max-seconds",
+            "3"
+        ]),
+        (
+            json!("nbd_server_start"),
+            json!({"listen_addr": "127.0.0.1", "listen_port": 10810, "handshake_max_seconds": 3})
+        )
+    );
     let help = spdk_rpc(
         sock,
         &[
@@ -804,6 +839,161 @@ fn spdk_rpc_plugin_maps_arguments_to_contract_params() {
     assert!(
         !bad.status.success(),
         "missing threshold and children refused by the CLI"
+    );
+}
+
+#[test]
+fn every_method_refuses_unknown_params_naming_them() {
+    let t = Target::start();
+    let mut raw = t.raw();
+    let methods = raw.call(request(1, "rpc_get_methods", json!({})))["result"].clone();
+    let methods = methods.as_array().unwrap();
+    assert!(methods.len() > 30, "{methods:?}");
+    for (id, method) in methods.iter().enumerate() {
+        let method = method.as_str().unwrap();
+        // Alone, the unknown field is the first thing a strict decoder meets, whatever the
+        // method requires; a lenient one would complain about a missing field instead.
+        let answer = raw.call(request(
+            id as i64 + 2,
+            method,
+            json!({"no_such_param_xyz": 1}),
+        ));
+        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("no_such_param_xyz"), "{method}: {message}");
+    }
+    assert!(
+        t.bdevs().as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn sizes_that_overflow_or_exceed_the_machine_are_refused_and_create_nothing() {
+    let t = Target::start();
+    let mut raw = t.raw();
+    let mut id = 0;
+    let mut call = |method: &str, params: Value| {
+        id += 1;
+        raw.call(request(id, method, params))
+    };
+    let huge = json!({"name": "N0", "num_blocks": u64::MAX, "block_size": 512});
+    let answer = call("bdev_null_create", huge);
+    assert_eq!(answer["error"]["code"], -22, "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("num_blocks"));
+    // The largest size a block device can have is i64::MAX bytes (off_t, QEMU, libnbd).
+    let just_over = json!({"name": "N1", "num_blocks": (1u64 << 54), "block_size": 512});
+    assert_eq!(call("bdev_null_create", just_over)["error"]["code"], -22);
+    let just_under = json!({"name": "N2", "num_blocks": (1u64 << 54) - 1, "block_size": 512});
+    assert_eq!(call("bdev_null_create", just_under)["result"], "N2");
+    // Block sizes: multiples of 512 up to 64 KiB.
+    for bad in [0u64, 256, 520, 1 << 31, 128 << 10] {
+        for method in ["bdev_null_create", "bdev_malloc_create"] {
+            let params = json!({"name": "B", "num_blocks": 8, "block_size": bad});
+            let answer = call(method, params);
+            assert_eq!(answer["error"]["code"], -22, "{method} {bad}: {answer}");
+        }
+    }
+    let big_blocks = json!({"name": "B64", "num_blocks": 8, "block_size": 64 << 10});
+    assert_eq!(call("bdev_malloc_create", big_blocks)["result"], "B64");
+    // A malloc bdev larger than the machine can give is refused at create (ENOMEM), not
+    // OOM-killed later.
+    let tib = json!({"name": "M0", "num_blocks": 1u64 << 31, "block_size": 512});
+    let answer = call("bdev_malloc_create", tib);
+    assert_eq!(answer["error"]["code"], -12, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("GiB"), "{message}");
+    assert_eq!(t.bdev_names(), [json!("N2"), json!("B64")]);
+    // The survivors work, and the big null bdev reports its true size.
+    let n2 = call("bdev_get_bdevs", json!({"name": "N2"}));
+    assert_eq!(n2["result"][0]["num_blocks"], (1u64 << 54) - 1);
+}
+
+/// Starts the daemon with `umask` and `extra` arguments in `dir`, RPC socket `rpc.sock`.
+fn spawn_with_umask(dir: &Path, umask: u32, extra: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(TGT);
+    command
+        .arg("-r")
+        .arg(dir.join("rpc.sock"))
+        .arg("--interrupt-mode")
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
+    // SAFETY: umask(2) is async-signal-safe and touches no memory.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn the_rpc_socket_is_private_whatever_the_umask_and_its_lock_never_a_symlink() {
+    for (extra, want) in [(&[][..], 0o600), (&["--rpc-group-access"][..], 0o660)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("rpc.sock");
+        let child = spawn_with_umask(dir.path(), 0o000, extra);
+        let mut t = Target {
+            child,
+            sock: sock.clone(),
+            dir,
+        };
+        t.wait_ready();
+        assert_eq!(mode_of(&sock), want, "socket mode with {extra:?}");
+        assert_eq!(
+            mode_of(&t.dir.path().join("rpc.sock.lock")),
+            0o600,
+            "lock file mode"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(t.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let (status, _) = t.signal(libc::SIGTERM);
+        assert!(status.success());
+    }
+
+    // A lock path planted as a symlink is refused, and its target is left untouched.
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let victim_mode = mode_of(&victim);
+    std::os::unix::fs::symlink(&victim, dir.path().join("rpc.sock.lock")).unwrap();
+    let mut child = spawn_with_umask(dir.path(), 0o022, &[]);
+    let status = wait_exit(&mut child);
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(mode_of(&victim), victim_mode);
+    assert!(!dir.path().join("rpc.sock").exists());
+
+    // Something that is not a socket at the socket path is never removed.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rpc.sock"), b"not a socket").unwrap();
+    let mut child = spawn_with_umask(dir.path(), 0o022, &[]);
+    assert!(!wait_exit(&mut child).success());
+    assert_eq!(
+        std::fs::read(dir.path().join("rpc.sock")).unwrap(),
+        b"not a socket"
     );
 }
 
@@ -848,14 +1038,10 @@ fn spdk_rpc_script_and_batch_modes_work() {
         "{stdout}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("-19"));
-    let names: Vec<Value> = t
-        .bdevs()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].clone())
-        .collect();
-    assert_eq!(names, [json!("S0"), json!("S1"), json!("B0"), json!("B1")]);
+    assert_eq!(
+        t.bdev_names(),
+        [json!("S0"), json!("S1"), json!("B0"), json!("B1")]
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::{Bdev, IoBuf, IoDone, IoHandle, IoType};
 use crate::runtime::buf::DmaBuf;
@@ -22,9 +23,35 @@ impl IoDone for Waiter {
     }
 }
 
-/// Runs one I/O of `io_type` on reactor `reactor` and waits. For writes `data` is the
-/// payload; for reads `data.len()` bytes are read and returned.
-pub fn run_io(
+/// An I/O submitted by [`submit`], to be waited for.
+pub struct Pending {
+    rx: crossbeam_channel::Receiver<(Result<(), i32>, Option<DmaBuf>)>,
+}
+
+impl Pending {
+    /// Waits for the I/O; a read's data comes back.
+    pub fn wait(self) -> Result<Vec<u8>, i32> {
+        Self::outcome(self.rx.recv().map_err(|_| libc::EIO)?)
+    }
+
+    /// Waits until `deadline` at most: None if the I/O is still running then (it goes on,
+    /// and its completion is dropped).
+    pub fn wait_until(self, deadline: Instant) -> Option<Result<Vec<u8>, i32>> {
+        match self.rx.recv_deadline(deadline) {
+            Ok(done) => Some(Self::outcome(done)),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Err(libc::EIO)),
+        }
+    }
+
+    fn outcome((status, buf): (Result<(), i32>, Option<DmaBuf>)) -> Result<Vec<u8>, i32> {
+        status.map(|()| buf.map(|b| b.as_slice().to_vec()).unwrap_or_default())
+    }
+}
+
+/// Submits one I/O of `io_type` on reactor `reactor` without waiting. For writes `data` is
+/// the payload; for reads `data.len()` bytes are read.
+pub fn submit(
     rt: &Runtime,
     reactor: usize,
     bdev: &Arc<Bdev>,
@@ -32,7 +59,7 @@ pub fn run_io(
     offset_blocks: u64,
     num_blocks: u64,
     data: &[u8],
-) -> Result<Vec<u8>, i32> {
+) -> Pending {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let bdev = bdev.clone();
     let payload = data.to_vec();
@@ -46,10 +73,11 @@ pub fn run_io(
         };
         let mut buf = DmaBuf::new(payload.len());
         buf.as_mut_slice().copy_from_slice(&payload);
-        // SAFETY: the buffer moves into the waiter, which keeps it until the I/O completes.
         let view = if payload.is_empty() {
             IoBuf::NONE
         } else {
+            // SAFETY: the buffer moves into the waiter, which keeps it until the I/O
+            // completes.
             unsafe { IoBuf::from_dma(&mut buf) }
         };
         let waiter = Rc::new(Waiter {
@@ -65,8 +93,21 @@ pub fn run_io(
             0,
         ));
     });
-    let (status, buf) = rx.recv().map_err(|_| libc::EIO)?;
-    status.map(|()| buf.map(|b| b.as_slice().to_vec()).unwrap_or_default())
+    Pending { rx }
+}
+
+/// Runs one I/O of `io_type` on reactor `reactor` and waits. For writes `data` is the
+/// payload; for reads `data.len()` bytes are read and returned.
+pub fn run_io(
+    rt: &Runtime,
+    reactor: usize,
+    bdev: &Arc<Bdev>,
+    io_type: IoType,
+    offset_blocks: u64,
+    num_blocks: u64,
+    data: &[u8],
+) -> Result<Vec<u8>, i32> {
+    submit(rt, reactor, bdev, io_type, offset_blocks, num_blocks, data).wait()
 }
 
 /// Writes `data` at block `offset_blocks` (whole blocks).

@@ -33,6 +33,7 @@ impl ChannelInner {
         io.complete_tick = now;
         s.record(
             io.io_type,
+            io.fua,
             bytes,
             io.status().is_ok(),
             io.complete_tick.wrapping_sub(io.submit_tick),

@@ -4,6 +4,7 @@
 
 pub mod blocking;
 pub mod channel;
+mod graph;
 pub mod io;
 pub mod notify;
 pub mod registry;
@@ -45,6 +46,13 @@ pub enum BdevError {
     /// The request makes no sense for this bdev.
     #[error("{0}")]
     Invalid(String),
+    /// Stacking would make a bdev its own base, directly or through others; the path is the
+    /// loop it would close, each bdev followed by one of its bases ("C1 -> C2 -> C1").
+    #[error("bdev graph loop: {path}")]
+    Loop {
+        /// The loop, from the bdev being stacked back to itself.
+        path: String,
+    },
     /// An operating-system error (opening a file, a ring...).
     #[error("{context}: {source}")]
     Os {
@@ -62,7 +70,7 @@ impl BdevError {
             BdevError::NotFound(_) => libc::ENODEV,
             BdevError::Exists(_) => libc::EEXIST,
             BdevError::Claimed { .. } => libc::EBUSY,
-            BdevError::Invalid(_) => libc::EINVAL,
+            BdevError::Invalid(_) | BdevError::Loop { .. } => libc::EINVAL,
             BdevError::Os { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -109,6 +117,15 @@ pub trait BdevBackend: Send + Sync + 'static {
 
 type RemoveListener = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Who holds a bdev: the module, and the bdev it stacks on top (which may not be registered
+/// yet while it is being built). Naming the bdev on top is what makes the graph walkable
+/// upwards, so the layer can refuse a loop (see [`BdevRegistry::claim_base`]).
+#[derive(Debug, Clone)]
+struct Claim {
+    module: String,
+    by: String,
+}
+
 /// A registered block device.
 pub struct Bdev {
     name: String,
@@ -118,19 +135,25 @@ pub struct Bdev {
     dev: DeviceId,
     backend: Box<dyn BdevBackend>,
     supported: [bool; IoType::ALL.len()],
-    claim: Mutex<Option<String>>,
+    claim: Mutex<Option<Claim>>,
     retired: Mutex<IoStats>,
     listeners: Mutex<Vec<(u64, RemoveListener)>>,
     next_listener: AtomicU64,
     removed: AtomicBool,
 }
 
+/// Smallest block size: SPDK's modules take multiples of 512.
+pub const MIN_BLOCK_SIZE: u32 = 512;
+/// Largest block size: SPDK's largest bdev data buffer (`SPDK_BDEV_LARGE_BUF_MAX_SIZE`), and
+/// the largest minimum block size an NBD server may announce.
+pub const MAX_BLOCK_SIZE: u32 = 64 << 10;
+
 /// Geometry and identity of a bdev being created.
 #[derive(Debug, Clone)]
 pub struct BdevSpec {
     /// Unique name.
     pub name: String,
-    /// Block size in bytes (512 to 4096 and beyond, a multiple of 512).
+    /// Block size in bytes: a multiple of 512 from [`MIN_BLOCK_SIZE`] to [`MAX_BLOCK_SIZE`].
     pub block_size: u32,
     /// Size in blocks.
     pub num_blocks: u64,
@@ -139,14 +162,18 @@ pub struct BdevSpec {
 }
 
 impl BdevSpec {
-    /// Checks the geometry, so modules can refuse before allocating anything.
+    /// Checks the geometry, so modules can refuse before allocating anything: the block size
+    /// in SPDK's range, and a size in bytes that fits a file offset (`off_t`) and the signed
+    /// 64-bit sizes QEMU and libnbd use, so no size computation above can overflow.
     pub fn validate(&self) -> Result<(), BdevError> {
         if self.name.is_empty() {
             return Err(BdevError::Invalid("bdev name must not be empty".into()));
         }
-        if self.block_size < 512 || !self.block_size.is_multiple_of(512) {
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size)
+            || !self.block_size.is_multiple_of(512)
+        {
             return Err(BdevError::Invalid(format!(
-                "block_size {} is not a multiple of 512",
+                "block_size {} is not a multiple of 512 from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}",
                 self.block_size
             )));
         }
@@ -154,6 +181,16 @@ impl BdevSpec {
             return Err(BdevError::Invalid(
                 "num_blocks must be greater than 0".into(),
             ));
+        }
+        let bytes = self.num_blocks.checked_mul(self.block_size as u64);
+        if bytes.is_none_or(|b| b > i64::MAX as u64) {
+            return Err(BdevError::Invalid(format!(
+                "num_blocks {} of {} bytes is more than {} bytes, the largest size a block \
+                 device can have",
+                self.num_blocks,
+                self.block_size,
+                i64::MAX
+            )));
         }
         Ok(())
     }
@@ -241,16 +278,20 @@ impl Bdev {
         }
     }
 
-    /// Claims the bdev for `owner` (a module name); a bdev has at most one claim.
-    pub fn claim(&self, owner: &str) -> Result<(), BdevError> {
+    /// Claims the bdev for `module`'s bdev `by`; a bdev has at most one claim. Stacking
+    /// modules go through [`BdevRegistry::claim_base`], which also refuses loops.
+    fn claim(&self, module: &str, by: &str) -> Result<(), BdevError> {
         let mut claim = self.claim.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = claim.as_ref() {
             return Err(BdevError::Claimed {
                 name: self.name.clone(),
-                owner: existing.clone(),
+                owner: format!("{} {}", existing.module, existing.by),
             });
         }
-        *claim = Some(owner.to_string());
+        *claim = Some(Claim {
+            module: module.to_string(),
+            by: by.to_string(),
+        });
         Ok(())
     }
 
@@ -259,9 +300,22 @@ impl Bdev {
         *self.claim.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Who claimed the bdev, if anyone.
+    /// Who claimed the bdev, if anyone: the module and the bdev stacked on it ("quorum Q0").
     pub fn claimed_by(&self) -> Option<String> {
-        self.claim.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| format!("{} {}", c.module, c.by))
+    }
+
+    /// The bdev stacked on this one, if it is claimed.
+    fn stacked_on_by(&self) -> Option<String> {
+        self.claim
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|c| c.by.clone())
     }
 
     /// Asks to be told when the bdev goes away (hot-remove); returns a key for

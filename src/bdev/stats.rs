@@ -16,6 +16,9 @@ pub struct IoStats {
     pub bytes_written: u64,
     /// Write operations completed.
     pub num_write_ops: u64,
+    /// Of those, writes that carried FUA (not in SPDK's shape): how a user, or a test, sees
+    /// that a force-unit-access request reached this bdev as one.
+    pub num_fua_write_ops: u64,
     /// Bytes unmapped.
     pub bytes_unmapped: u64,
     /// Unmap operations completed.
@@ -35,8 +38,8 @@ pub struct IoStats {
 }
 
 impl IoStats {
-    /// Counts one completed I/O.
-    pub fn record(&mut self, io_type: IoType, bytes: u64, ok: bool, latency_ticks: u64) {
+    /// Counts one completed I/O (`fua`: a write that carried FUA).
+    pub fn record(&mut self, io_type: IoType, fua: bool, bytes: u64, ok: bool, latency_ticks: u64) {
         if !ok {
             self.num_io_errors += 1;
             return;
@@ -51,6 +54,7 @@ impl IoStats {
             IoType::Write => {
                 self.bytes_written += bytes;
                 self.num_write_ops += 1;
+                self.num_fua_write_ops += fua as u64;
                 self.write_latency_ticks += latency_ticks;
             }
             IoType::Unmap => {
@@ -70,6 +74,7 @@ impl IoStats {
         self.num_read_ops += o.num_read_ops;
         self.bytes_written += o.bytes_written;
         self.num_write_ops += o.num_write_ops;
+        self.num_fua_write_ops += o.num_fua_write_ops;
         self.bytes_unmapped += o.bytes_unmapped;
         self.num_unmap_ops += o.num_unmap_ops;
         self.num_write_zeroes_ops += o.num_write_zeroes_ops;

@@ -4,15 +4,17 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::filter::{Directive, EnvFilter};
 
 use quorum_bdev::control::app::{self, AppOptions};
+use quorum_bdev::control::server::SocketAccess;
 use quorum_bdev::runtime::cpumask::parse_cpumask;
 
 /// Storage target: reactors, bdevs (malloc, null, uring, aio, error, delay, quorum), a
-/// JSON-RPC server compatible with SPDK's `spdk-rpc`, NBD and vhost-user-blk exports.
+/// JSON-RPC server compatible with SPDK's `spdk-rpc`, and NBD exports.
 #[derive(Parser, Debug)]
 #[command(
     name = "quorum-tgt",
@@ -23,15 +25,21 @@ struct Args {
     #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
     cpumask: String,
 
-    /// JSON-RPC Unix socket.
+    /// JSON-RPC Unix socket, created with mode 0600 whatever the umask.
     #[arg(short = 'r', long = "rpc-socket", default_value = "/var/tmp/spdk.sock")]
     rpc_socket: PathBuf,
+
+    /// Let the daemon's group use the JSON-RPC socket too (mode 0660): whoever can connect
+    /// controls the target.
+    #[arg(long = "rpc-group-access")]
+    rpc_group_access: bool,
 
     /// SPDK-format JSON config applied at start-up, before RPC is served.
     #[arg(short = 'c', long = "json")]
     json: Option<PathBuf>,
 
-    /// Directory for vhost-user sockets (default: the working directory).
+    /// Directory for vhost-user sockets, accepted as spdk_tgt's option (it must exist);
+    /// this target has no vhost-user export yet.
     #[arg(short = 'S', long = "vhost-sock-dir")]
     vhost_sock_dir: Option<PathBuf>,
 
@@ -39,11 +47,25 @@ struct Args {
     #[arg(long = "interrupt-mode")]
     interrupt_mode: bool,
 
+    /// On SIGINT/SIGTERM, wait at most this many seconds for in-flight I/O to drain, then
+    /// at most as long again for the final flush; what is left is logged and the exit status
+    /// is a failure.
+    #[arg(long = "shutdown-timeout", value_name = "SECONDS", default_value_t = app::DEFAULT_SHUTDOWN_TIMEOUT.as_secs_f64(), value_parser = parse_seconds)]
+    shutdown_timeout: f64,
+
     /// Debug logs for a part of the target: "all", SPDK's "rpc" or "reactor", a module path
     /// of the library (bdev, control, runtime, modules::quorum...), or any tracing directive
     /// (target=level). Repeatable; RUST_LOG is honoured too.
     #[arg(short = 'L', long = "logflag")]
     logflag: Vec<String>,
+}
+
+/// A non-negative, finite number of seconds.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds")),
+    }
 }
 
 fn log_directive(flag: &str) -> Result<Directive, String> {
@@ -94,8 +116,14 @@ fn main() -> ExitCode {
     let opts = AppOptions {
         cores,
         rpc_socket: args.rpc_socket,
+        rpc_access: if args.rpc_group_access {
+            SocketAccess::Group
+        } else {
+            SocketAccess::Owner
+        },
         config: args.json,
         interrupt_mode: args.interrupt_mode,
+        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,9 @@
 //! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, stop the NBD server
 //! (draining its clients' in-flight I/O), wait until no bdev has I/O in flight, flush every
 //! bdev that can be flushed, unregister the bdevs (top of each stack first) and stop the
-//! reactors.
+//! reactors. Draining and flushing each wait at most the shutdown bound, whatever the
+//! children do (a hung child never answers); what was left is logged and makes the exit
+//! status a failure.
 //!
 //! Signals are blocked in every thread and read from a signalfd by the main thread, which
 //! has nothing else to do: no handler runs in async-signal context and no reactor is ever
@@ -10,12 +12,13 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use super::config::{self, ConfigError};
 use super::rpc::Ctx;
-use super::server::{RpcListener, ServerError};
+use super::server::{RpcListener, RpcServer, ServerError, SocketAccess};
 use crate::bdev::{blocking, BdevError, BdevRegistry, IoType};
 use crate::exports::nbd;
 use crate::runtime::{Runtime, RuntimeOptions};
@@ -27,12 +30,21 @@ pub struct AppOptions {
     pub cores: Vec<usize>,
     /// JSON-RPC socket path (`-r`).
     pub rpc_socket: PathBuf,
+    /// Who may connect to the RPC socket (`--rpc-group-access`).
+    pub rpc_access: SocketAccess,
     /// Config applied before RPC is served (`-c`).
     pub config: Option<PathBuf>,
     /// Reactors sleep when idle (`--interrupt-mode`); otherwise they poll, pinned to their
     /// cores.
     pub interrupt_mode: bool,
+    /// How long shutdown waits for in-flight I/O to drain, and then again for the final
+    /// flush (`--shutdown-timeout`).
+    pub shutdown_timeout: Duration,
 }
+
+/// How long shutdown waits for in-flight I/O by default (`--shutdown-timeout`): long enough
+/// for a slow disk, short enough that a service manager need not kill the daemon.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the target did not start, or did not stop cleanly.
 #[derive(Debug, Error)]
@@ -51,9 +63,11 @@ pub enum AppError {
     /// The config file failed (the message names the entry).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Some bdevs could not be flushed at shutdown: acknowledged writes may not be durable.
-    #[error("flush failed at shutdown for: {0}")]
-    Flush(String),
+    /// Shutdown reached its bound with work left: I/O abandoned in flight (never
+    /// acknowledged), or bdevs whose flush failed or did not finish (acknowledged writes may
+    /// not be durable on them).
+    #[error("shutdown incomplete: {0}")]
+    Incomplete(String),
 }
 
 /// SIGINT and SIGTERM, blocked and readable from a signalfd.
@@ -108,7 +122,7 @@ impl ShutdownSignals {
 /// Runs the target until a shutdown signal.
 pub fn run(opts: AppOptions) -> Result<(), AppError> {
     let signals = ShutdownSignals::block()?;
-    let listener = RpcListener::bind(&opts.rpc_socket)?;
+    let listener = RpcListener::bind(&opts.rpc_socket, opts.rpc_access)?;
     let rt = Runtime::start(RuntimeOptions {
         cores: opts.cores.clone(),
         interrupt_mode: opts.interrupt_mode,
@@ -134,65 +148,87 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
     tracing::info!(socket = %opts.rpc_socket.display(), "quorum-tgt ready");
     let signal = signals.wait();
     tracing::info!(signal, "shutting down");
-    server.stop();
-    // Exports go before the flush: their in-flight writes complete and no new ones arrive.
-    nbd::stop_blocking(&rt);
-    drain_io(&rt);
-    let flushed = flush_all(&rt);
-    unregister_all(&rt);
+    let outcome = shut_down(&rt, server, opts.shutdown_timeout);
     rt.stop();
-    flushed
+    outcome
 }
 
-/// How long shutdown waits for in-flight I/O before flushing anyway.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Stops serving and leaves the bdevs durable: RPC and NBD stop first so no new I/O arrives,
+/// in-flight I/O drains, every bdev is flushed, then the bdevs are unregistered. Draining and
+/// flushing each wait `bound` at most; what they leave is logged and reported.
+fn shut_down(rt: &Runtime, server: RpcServer, bound: Duration) -> Result<(), AppError> {
+    server.stop();
+    let drain_deadline = Instant::now() + bound;
+    // Exports go before the flush: their in-flight writes complete and no new ones arrive.
+    let mut abandoned = nbd::stop_blocking(rt, drain_deadline);
+    abandoned.extend(drain_io(rt, drain_deadline));
+    for what in &abandoned {
+        tracing::warn!(%what, "shutdown: abandoned after {} s", bound.as_secs_f64());
+    }
+    let unflushed = flush_all(rt, Instant::now() + bound);
+    unregister_all(rt);
+    let mut left = Vec::new();
+    if !abandoned.is_empty() {
+        left.push(format!("abandoned {}", abandoned.join(", ")));
+    }
+    if !unflushed.is_empty() {
+        left.push(format!("not flushed: {}", unflushed.join(", ")));
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Incomplete(left.join("; ")))
+    }
+}
 
-/// Waits until no bdev has I/O in flight on any reactor (or the timeout passes), so the
-/// flush that follows covers every write that was acknowledged or is about to be.
-fn drain_io(rt: &Runtime) {
-    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+/// Waits until no bdev has I/O in flight on any reactor, so the flush that follows covers
+/// every write that was acknowledged or is about to be. At `deadline` it gives up and
+/// returns the bdevs still busy ("Q: 1 I/O in flight").
+fn drain_io(rt: &Runtime, deadline: Instant) -> Vec<String> {
     loop {
-        let mut busy = 0;
+        let mut busy = Vec::new();
         for bdev in BdevRegistry::of(rt).list() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             bdev.count_in_flight(rt, move |n| {
                 let _ = tx.send(n);
             });
-            busy += rx.recv().unwrap_or(0);
+            match rx.recv().unwrap_or(0) {
+                0 => {}
+                n => busy.push(format!("{}: {n} I/O in flight", bdev.name())),
+            }
         }
-        if busy == 0 {
-            return;
+        if busy.is_empty() || Instant::now() >= deadline {
+            return busy;
         }
-        if std::time::Instant::now() > deadline {
-            tracing::warn!(
-                in_flight = busy,
-                "shutdown: I/O still in flight after the drain timeout"
-            );
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Flushes every bdev that supports it, stacked bdevs (registered later) first so a quorum's
-/// flush reaches its children before they are flushed on their own.
-fn flush_all(rt: &Runtime) -> Result<(), AppError> {
+/// Flushes every bdev that supports it, all at once (a flush covers every write completed
+/// before it, and draining finished those), so a child that never answers delays no other
+/// bdev's flush. Waits until `deadline` at most; returns the bdevs whose flush failed or did
+/// not finish.
+fn flush_all(rt: &Runtime, deadline: Instant) -> Vec<String> {
+    let pending: Vec<_> = BdevRegistry::of(rt)
+        .list()
+        .into_iter()
+        .filter(|bdev| bdev.io_type_supported(IoType::Flush))
+        .map(|bdev| {
+            let flush = blocking::submit(rt, 0, &bdev, IoType::Flush, 0, bdev.num_blocks(), &[]);
+            (bdev, flush)
+        })
+        .collect();
     let mut failed = Vec::new();
-    for bdev in BdevRegistry::of(rt).list().iter().rev() {
-        if !bdev.io_type_supported(IoType::Flush) {
-            continue;
-        }
-        if let Err(errno) = blocking::command(rt, bdev, IoType::Flush, 0, bdev.num_blocks()) {
-            let reason = std::io::Error::from_raw_os_error(errno);
-            tracing::error!(bdev = bdev.name(), %reason, "flush failed at shutdown");
-            failed.push(bdev.name().to_string());
-        }
+    for (bdev, flush) in pending {
+        let reason = match flush.wait_until(deadline) {
+            Some(Ok(_)) => continue,
+            Some(Err(errno)) => std::io::Error::from_raw_os_error(errno).to_string(),
+            None => "no answer before the shutdown bound".to_string(),
+        };
+        tracing::error!(bdev = bdev.name(), %reason, "flush failed at shutdown");
+        failed.push(format!("{} ({reason})", bdev.name()));
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Flush(failed.join(", ")))
-    }
+    failed
 }
 
 /// Unregisters every bdev so modules release what they hold. A claimed bdev is retried after

@@ -52,6 +52,13 @@ pub enum ServerError {
     /// Another live target owns the socket (SPDK's wording).
     #[error("RPC Unix domain socket path {0} in use. Specify another.")]
     InUse(String),
+    /// The lock file is a symbolic link: following it would let whoever placed it make a
+    /// root daemon create or lock a file of their choice.
+    #[error("RPC lock file {0} is a symbolic link; refusing to follow it")]
+    LockIsSymlink(String),
+    /// Something that is not a socket sits at the socket path: never removed.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(String),
     /// An OS call failed.
     #[error("{context}: {source}")]
     Io {
@@ -60,6 +67,26 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// Who may connect to the RPC socket. Whoever can connect controls the target (it creates
+/// bdevs on any file the daemon can open), so the socket never follows the umask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketAccess {
+    /// Mode 0600: the daemon's user only.
+    #[default]
+    Owner,
+    /// Mode 0660: the daemon's group too, when asked for (`--rpc-group-access`).
+    Group,
+}
+
+impl SocketAccess {
+    fn mode(self) -> u32 {
+        match self {
+            SocketAccess::Owner => 0o600,
+            SocketAccess::Group => 0o660,
+        }
+    }
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -94,8 +121,10 @@ pub struct RpcListener {
 }
 
 impl RpcListener {
-    /// Takes `path`: refused if a live server holds it, a stale socket file is replaced.
-    pub fn bind(path: &Path) -> Result<RpcListener, ServerError> {
+    /// Takes `path`: refused if a live server holds it, a stale socket file is replaced. The
+    /// socket appears at `path` with `access`'s mode whatever the umask, so nobody else can
+    /// connect in between; the lock file is never followed through a symbolic link.
+    pub fn bind(path: &Path, access: SocketAccess) -> Result<RpcListener, ServerError> {
         let shown = path.display().to_string();
         let mut lock_path = path.as_os_str().to_owned();
         lock_path.push(".lock");
@@ -106,11 +135,12 @@ impl RpcListener {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
-            .map_err(io_error(format!(
-                "cannot open lock file {}",
-                lock_path.display()
-            )))?;
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ELOOP) => ServerError::LockIsSymlink(lock_path.display().to_string()),
+                _ => io_error(format!("cannot open lock file {}", lock_path.display()))(source),
+            })?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(ServerError::InUse(shown));
@@ -120,18 +150,8 @@ impl RpcListener {
             _lock: lock,
             socket: None,
         };
-        // We hold the lock, so a socket file here belongs to a dead process, unless a server
-        // that does not follow the lock convention is answering on it.
-        if UnixStream::connect(path).is_ok() {
-            return Err(ServerError::InUse(shown));
-        }
-        match std::fs::remove_file(path) {
-            Ok(()) => tracing::info!(path = %shown, "removed stale RPC socket"),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(format!("cannot remove stale socket {shown}"))(e)),
-        }
-        let listener =
-            UnixListener::bind(path).map_err(io_error(format!("cannot listen on {shown}")))?;
+        remove_stale_socket(path)?;
+        let listener = bind_with_mode(path, access.mode())?;
         files.socket = Some(path.to_path_buf());
         listener
             .set_nonblocking(true)
@@ -162,6 +182,59 @@ impl RpcListener {
             _files: self.files,
         })
     }
+}
+
+/// Clears `path` for binding, once the lock is held: a socket file there belongs to a dead
+/// process, unless a server that does not follow the lock convention answers on it. Anything
+/// that is not a socket is left alone.
+fn remove_stale_socket(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display().to_string();
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(format!("cannot inspect {shown}"))(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ServerError::NotASocket(shown));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(ServerError::InUse(shown));
+    }
+    std::fs::remove_file(path).map_err(io_error(format!("cannot remove stale socket {shown}")))?;
+    tracing::info!(path = %shown, "removed stale RPC socket");
+    Ok(())
+}
+
+/// Binds a Unix socket at `path` with `mode` and no window in which another mode shows: it
+/// is bound in a fresh directory only the daemon's user can enter, given its mode there,
+/// then renamed into place. (Changing the process umask instead would race with any other
+/// thread creating files.)
+fn bind_with_mode(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let shown = path.display().to_string();
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let private = parent.join(format!(".quorum-tgt-{}", &tag[..12]));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(io_error(format!("cannot create {}", private.display())))?;
+    let staged = private.join("s");
+    let bound = UnixListener::bind(&staged)
+        .map_err(io_error(format!("cannot listen on {shown}")))
+        .and_then(|listener| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))
+                .and_then(|()| std::fs::rename(&staged, path))
+                .map_err(io_error(format!("cannot put the RPC socket at {shown}")))?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// A serving RPC server; [`RpcServer::stop`] (or dropping it) closes every connection and
@@ -286,8 +359,8 @@ struct Request {
     params: Option<Value>,
 }
 
-/// Checks a request object the way SPDK's server does: only the four members, `jsonrpc` (if
-/// present) "2.0", `method` a string, `id` a string, number or null, `params` an object, an
+/// Checks a request object the way SPDK's server does: only the four members, `jsonrpc`
+/// present and "2.0", `method` a string, `id` a string, number or null, `params` an object, an
 /// array or null. On failure: the id to answer with (null when unreadable) and the error.
 fn parse_request(value: Value) -> Result<Request, (Value, RpcError)> {
     let invalid = |id: Value, why: &str| {
@@ -312,9 +385,8 @@ fn parse_request(value: Value) -> Result<Request, (Value, RpcError)> {
         return Err(invalid(answer_id, &format!("unknown member '{unknown}'")));
     }
     match obj.remove("jsonrpc") {
-        None => {}
         Some(Value::String(v)) if v == "2.0" => {}
-        Some(_) => return Err(invalid(answer_id, "'jsonrpc' must be \"2.0\"")),
+        _ => return Err(invalid(answer_id, "'jsonrpc' must be \"2.0\"")),
     }
     let method = match obj.remove("method") {
         Some(Value::String(m)) => m,
@@ -665,7 +737,7 @@ mod tests {
             .ok()
             .unwrap();
         assert_eq!((ok.id, ok.method.as_str()), (Some(json!(1)), "m"));
-        let note = parse_request(json!({"method": "m", "params": null}))
+        let note = parse_request(json!({"jsonrpc": "2.0", "method": "m", "params": null}))
             .ok()
             .unwrap();
         assert!(note.id.is_none() && note.params.is_none());
@@ -674,6 +746,8 @@ mod tests {
             (json!({"id": 2}), json!(2)),
             (json!({"method": 1, "id": "a"}), json!("a")),
             (json!({"method": "m", "jsonrpc": "1.0", "id": 3}), json!(3)),
+            (json!({"method": "m", "id": 6}), json!(6)),
+            (json!({"method": "m", "jsonrpc": 2.0, "id": 7}), json!(7)),
             (json!({"method": "m", "params": 1, "id": 4}), json!(4)),
             (json!({"method": "m", "id": [1]}), Value::Null),
             (json!({"method": "m", "extra": 1, "id": 5}), json!(5)),

@@ -90,6 +90,8 @@ struct AioEngine {
     ready: Vec<(u64, i32)>,
     events: Box<[IoEvent]>,
     in_kernel: usize,
+    /// Where durable (`RWF_DSYNC`) submissions are counted.
+    disk: Arc<FileDisk>,
 }
 
 fn errno() -> i32 {
@@ -99,7 +101,7 @@ fn errno() -> i32 {
 }
 
 impl AioEngine {
-    fn new(fd: RawFd, wake: Option<RawFd>) -> std::io::Result<AioEngine> {
+    fn new(fd: RawFd, wake: Option<RawFd>, disk: Arc<FileDisk>) -> std::io::Result<AioEngine> {
         let mut ctx: libc::c_ulong = 0;
         // SAFETY: io_setup writes the new context id into `ctx`.
         if unsafe { libc::syscall(libc::SYS_io_setup, QUEUE_DEPTH as libc::c_long, &mut ctx) } < 0 {
@@ -114,6 +116,7 @@ impl AioEngine {
             ready: Vec::with_capacity(QUEUE_DEPTH),
             events: vec![IoEvent::default(); QUEUE_DEPTH].into_boxed_slice(),
             in_kernel: 0,
+            disk,
         })
     }
 
@@ -181,6 +184,11 @@ impl Engine for AioEngine {
             };
             if rc > 0 {
                 let n = rc as usize;
+                let dsync = self.batch[..n]
+                    .iter()
+                    .filter(|cb| cb.aio_rw_flags & libc::RWF_DSYNC != 0)
+                    .count();
+                self.disk.count_dsync_writes(dsync);
                 self.batch.drain(..n);
                 self.in_kernel += n;
                 submitted += n;
@@ -308,10 +316,11 @@ impl BdevBackend for AioBdev {
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {
+        let disk = self.disk.clone();
         Ok(FileChannel::new(
             self.disk.clone(),
             QUEUE_DEPTH,
-            AioEngine::new,
+            move |fd, wake| AioEngine::new(fd, wake, disk),
         )?)
     }
 

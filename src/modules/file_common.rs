@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -44,6 +44,9 @@ pub struct FileDisk {
     pub mem_align: usize,
     punch_refused: AtomicBool,
     zero_range_refused: AtomicBool,
+    /// Writes handed to the kernel with `RWF_DSYNC` (FUA), counted from the flags in the
+    /// kernel's own submission structure: what shows that FUA reached the kernel.
+    dsync_writes: AtomicU64,
 }
 
 /// The fallocate modes the modules use for unmap and write_zeroes; a file system that refuses
@@ -90,11 +93,23 @@ impl FileDisk {
         }
     }
 
-    /// `filename` and the O_DIRECT choice, the part of `driver_specific` both modules report.
+    /// Counts `n` writes the kernel took with `RWF_DSYNC` in their flags.
+    pub fn count_dsync_writes(&self, n: usize) {
+        if n > 0 {
+            self.dsync_writes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// `filename`, the O_DIRECT choice and the durable writes submitted, the part of
+    /// `driver_specific` both modules report.
     pub fn info(&self) -> Map<String, Value> {
         let mut map = Map::new();
         map.insert("filename".into(), self.filename.clone().into());
         map.insert("o_direct".into(), self.direct.into());
+        map.insert(
+            "dsync_writes".into(),
+            self.dsync_writes.load(Ordering::Relaxed).into(),
+        );
         map
     }
 
@@ -236,6 +251,7 @@ pub fn open(
         mem_align,
         punch_refused: AtomicBool::new(false),
         zero_range_refused: AtomicBool::new(false),
+        dsync_writes: AtomicU64::new(0),
     })
 }
 
@@ -297,8 +313,9 @@ fn logical_block_size(fd: RawFd) -> std::io::Result<u32> {
 
 /// The file's O_DIRECT (memory, offset) alignment from statx, when the kernel reports it.
 fn dio_alignment(fd: RawFd) -> Option<(usize, u32)> {
-    // SAFETY: statx fills the zeroed struct; the empty path with AT_EMPTY_PATH means `fd`.
+    // SAFETY: statx is plain data; all-zero is a valid value of it.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx fills the struct we own; the empty path with AT_EMPTY_PATH means `fd`.
     let rc = unsafe {
         libc::statx(
             fd,

@@ -14,7 +14,7 @@ use crate::bdev::{
     Bdev, BdevBackend, BdevChannel, BdevError, BdevIo, BdevRegistry, BdevSpec, DeferredWork, IoBuf,
     IoHandle, IoType,
 };
-use crate::runtime::Runtime;
+use crate::runtime::{meminfo, Runtime};
 
 /// SPDK's product name for malloc bdevs.
 pub const PRODUCT_NAME: &str = "Malloc disk";
@@ -32,30 +32,49 @@ unsafe impl Send for Memory {}
 unsafe impl Sync for Memory {}
 
 impl Memory {
+    /// Maps `len` zeroed bytes and faults every page in now, as SPDK's malloc bdev takes
+    /// pinned memory at create: the disk never fails later for want of memory, and the
+    /// memory budget the next create checks already counts it.
     fn new(len: usize) -> Result<Memory, BdevError> {
+        let os = |what: &str| {
+            let source = std::io::Error::last_os_error();
+            BdevError::Os {
+                context: format!("{what} {len} bytes for a malloc bdev"),
+                source,
+            }
+        };
         // SAFETY: anonymous private mapping, checked for failure; zero-filled by the kernel.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(BdevError::Os {
-                context: format!("allocating {len} bytes for a malloc bdev"),
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(os("allocating"));
         }
-        // SAFETY: advice on our own mapping; failure only means no transparent hugepages.
-        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
-        Ok(Memory {
+        let memory = Memory {
             ptr: ptr.cast(),
             len,
-        })
+        };
+        // SAFETY: advice on our own mapping; failure only means no transparent hugepages.
+        unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) };
+        // SAFETY: advice on our own mapping; the pages it faults in are zero-filled.
+        if unsafe { libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(os("faulting in"));
+            }
+            // Kernels before 5.14 have no MADV_POPULATE_WRITE: touch every page instead.
+            for offset in (0..len).step_by(4096) {
+                // SAFETY: inside our own writable mapping of `len` bytes.
+                unsafe { memory.ptr.add(offset).write_volatile(0) };
+            }
+        }
+        Ok(memory)
     }
 }
 
@@ -73,12 +92,25 @@ pub struct MallocBdev {
 }
 
 impl MallocBdev {
-    /// Allocates `num_blocks * block_size` zeroed bytes.
+    /// Allocates `num_blocks * block_size` zeroed bytes, refused with ENOMEM when the
+    /// machine cannot give that much (see [`meminfo::budget`]).
     pub fn new(num_blocks: u64, block_size: u32) -> Result<MallocBdev, BdevError> {
         let len = num_blocks
             .checked_mul(block_size as u64)
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| BdevError::Invalid("malloc bdev size overflows".into()))?;
+        let budget = meminfo::budget().map_err(|source| BdevError::Os {
+            context: "reading how much memory the machine can give".into(),
+            source,
+        })?;
+        if len as u64 > budget.bytes {
+            return Err(BdevError::Os {
+                context: format!(
+                    "a malloc bdev of {len} bytes needs more than the machine can give, {budget}"
+                ),
+                source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+            });
+        }
         Ok(MallocBdev {
             memory: Arc::new(Memory::new(len)?),
             block_size: block_size as usize,

@@ -32,7 +32,7 @@ pub fn register_stacked(
         return Err(BdevError::Exists(name));
     }
     let base = registry.get(base_name)?;
-    base.claim(module)?;
+    registry.claim_base(&name, &base, module)?;
     let spec = BdevSpec {
         name,
         block_size: base.block_size(),

@@ -35,10 +35,12 @@ const QUEUE_DEPTH: u32 = 512;
 struct UringEngine {
     ring: IoUring,
     fd: types::Fd,
+    /// Where durable (`RWF_DSYNC`) submissions are counted.
+    disk: Arc<FileDisk>,
 }
 
 impl UringEngine {
-    fn new(fd: RawFd, wake: Option<RawFd>) -> std::io::Result<UringEngine> {
+    fn new(fd: RawFd, wake: Option<RawFd>, disk: Arc<FileDisk>) -> std::io::Result<UringEngine> {
         let ring = IoUring::new(QUEUE_DEPTH)?;
         if let Some(wake) = wake {
             ring.submitter().register_eventfd(wake)?;
@@ -46,6 +48,7 @@ impl UringEngine {
         Ok(UringEngine {
             ring,
             fd: types::Fd(fd),
+            disk,
         })
     }
 }
@@ -60,10 +63,15 @@ impl Engine for UringEngine {
                 len,
                 offset,
                 dsync,
-            } => opcode::Write::new(fd, buf, len)
-                .offset(offset)
-                .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
-                .build(),
+            } => {
+                let rw_flags = if dsync { libc::RWF_DSYNC } else { 0 };
+                self.disk
+                    .count_dsync_writes((rw_flags & libc::RWF_DSYNC != 0) as usize);
+                opcode::Write::new(fd, buf, len)
+                    .offset(offset)
+                    .rw_flags(rw_flags)
+                    .build()
+            }
             Op::Fdatasync => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
                 .build(),
@@ -123,10 +131,11 @@ impl BdevBackend for UringBdev {
     }
 
     fn create_channel(&self) -> Result<Rc<dyn BdevChannel>, BdevError> {
+        let disk = self.disk.clone();
         Ok(FileChannel::new(
             self.disk.clone(),
             QUEUE_DEPTH as usize,
-            UringEngine::new,
+            move |fd, wake| UringEngine::new(fd, wake, disk),
         )?)
     }
 

@@ -7,6 +7,7 @@ pub mod channel;
 pub mod clock;
 pub mod cpumask;
 pub mod epoll;
+pub mod meminfo;
 mod reactor;
 
 use std::any::{Any, TypeId};
@@ -159,6 +160,12 @@ impl Runtime {
     /// Whether idle reactors sleep.
     pub fn interrupt_mode(&self) -> bool {
         self.shared.interrupt_mode
+    }
+
+    /// Whether reactor `index` sleeps waiting for work (interrupt mode): lets a caller wait
+    /// for that state (to exercise a wake-up) instead of sleeping and hoping it was reached.
+    pub fn reactor_asleep(&self, index: usize) -> bool {
+        self.shared.mailboxes[index].sleeping.load(Ordering::SeqCst)
     }
 
     /// Runs `msg` on reactor `index`, after the messages already queued for it (FIFO per

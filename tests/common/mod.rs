@@ -16,6 +16,20 @@ pub fn runtime(n: usize) -> Runtime {
     .expect("runtime starts")
 }
 
+/// Waits until `cond` holds, checking every few milliseconds; fails the test naming `what`
+/// if it does not within [`target::PATIENCE`]. How tests wait for a state instead of sleeping
+/// for a time they hope is enough.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + target::PATIENCE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Deterministic, position-dependent bytes, so a misplaced block never matches.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

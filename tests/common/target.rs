@@ -146,15 +146,30 @@ impl Target {
         answer["result"].clone()
     }
 
+    /// The names `bdev_get_bdevs` lists, in its order.
+    pub fn bdev_names(&self) -> Vec<Value> {
+        self.bdevs()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].clone())
+            .collect()
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends `signal` and waits for the exit status.
-    pub fn signal(mut self, signal: i32) -> (ExitStatus, TempDir) {
+    pub fn signal(self, signal: i32) -> (ExitStatus, TempDir) {
+        self.signal_within(signal, PATIENCE)
+    }
+
+    /// Sends `signal` and waits `bound` at most for the exit status.
+    pub fn signal_within(mut self, signal: i32, bound: Duration) -> (ExitStatus, TempDir) {
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-        let status = wait_exit(&mut self.child);
+        let status = wait_exit_within(&mut self.child, bound);
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         (status, dir)
     }
@@ -182,13 +197,24 @@ pub fn spawn(dir: &Path, sock: &Path, extra: &[&str]) -> Child {
         .expect("quorum-tgt starts")
 }
 
+/// Waits for the daemon to exit; one that does not within [`PATIENCE`] is killed before the
+/// test fails, so a failing test never leaves a daemon behind.
 pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    wait_exit_within(child, PATIENCE)
+}
+
+/// [`wait_exit`] with its own bound.
+pub fn wait_exit_within(child: &mut Child, bound: Duration) -> ExitStatus {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(start.elapsed() < PATIENCE, "quorum-tgt did not exit");
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quorum-tgt did not exit within {bound:?}; killed");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }

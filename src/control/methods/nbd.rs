@@ -48,6 +48,9 @@ struct StartParams {
     listen_addr: String,
     /// TCP port (default 10809).
     listen_port: Option<u16>,
+    /// Seconds a client may take to finish the handshake (0: no limit; default 10, as
+    /// QEMU's `handshake-max-seconds`).
+    handshake_max_seconds: Option<u64>,
 }
 
 fn server_start(ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -58,6 +61,7 @@ fn server_start(ctx: &Ctx, params: Option<Value>, reply: Reply) {
             ListenAddr {
                 listen_addr: p.listen_addr,
                 listen_port: p.listen_port,
+                handshake_max_seconds: p.handshake_max_seconds,
             },
         )?;
         Ok(Value::Bool(true))

@@ -44,7 +44,8 @@ const READ_BUDGET: usize = 4 << 20;
 /// Reply pieces gathered into one `sendmsg`.
 const MAX_IOV: usize = 64;
 /// How long a draining connection may keep unsent replies (its client stopped reading)
-/// before it is closed anyway.
+/// before it is closed anyway. I/O still in the bdev is not the client's fault and is waited
+/// for; target shutdown bounds that wait on its own.
 pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A connected stream socket (TCP or Unix), non-blocking.
@@ -124,6 +125,8 @@ struct Session {
 enum Phase {
     Handshake(Handshake),
     Transmission(Session),
+    /// The socket is closed; the connection only lives on until its in-flight I/O returns.
+    Closed,
 }
 
 /// A request between being read and its reply being sent.
@@ -212,6 +215,14 @@ struct State {
     interest: u32,
     structured: bool,
     shared: Arc<ServerShared>,
+    /// When the client connected, for the handshake time limit.
+    connected_at: Instant,
+    /// Held until the handshake ends: the server counts these to keep room for clients
+    /// that finished it.
+    handshaking: Option<Ticket>,
+    /// Held while the socket is open: server stop waits for these, not for I/O a closed
+    /// connection still has in a bdev.
+    server: Option<Ticket>,
 }
 
 /// One client connection; shared with its in-flight I/O as their [`IoDone`].
@@ -221,18 +232,19 @@ pub(super) struct Conn {
     st: RefCell<State>,
     dirty: Rc<RefCell<Vec<u64>>>,
     queued: Cell<bool>,
-    _server: Ticket,
 }
 
 impl Conn {
-    /// A connection for an accepted socket; the greeting is queued at once.
+    /// A connection for an accepted socket, holding its server ticket and its handshake
+    /// ticket; the greeting is queued at once.
     pub(super) fn new(
         key: u64,
         fd: OwnedFd,
         shared: Arc<ServerShared>,
-        ticket: Ticket,
+        tickets: (Ticket, Ticket),
         dirty: Rc<RefCell<Vec<u64>>>,
     ) -> Rc<Conn> {
+        let (server, handshaking) = tickets;
         let mut out = VecDeque::with_capacity(MAX_SLOTS + 8);
         out.push_back(Out {
             head: None,
@@ -267,6 +279,9 @@ impl Conn {
             interest: 0,
             structured: false,
             shared,
+            connected_at: Instant::now(),
+            handshaking: Some(handshaking),
+            server: Some(server),
         };
         Rc::new_cyclic(|me| Conn {
             key,
@@ -274,7 +289,6 @@ impl Conn {
             st: RefCell::new(st),
             dirty,
             queued: Cell::new(false),
-            _server: ticket,
         })
     }
 
@@ -332,21 +346,48 @@ impl Conn {
         self.st.borrow().drain_since.is_some()
     }
 
-    /// Whether a drain has waited longer than [`DRAIN_GRACE`] for the client to read.
+    /// Whether a drain has waited longer than [`DRAIN_GRACE`] for the client to read its
+    /// replies.
     pub(super) fn drain_expired(&self) -> bool {
-        self.st
-            .borrow()
-            .drain_since
-            .is_some_and(|t| t.elapsed() > DRAIN_GRACE)
+        let st = self.st.borrow();
+        !st.out.is_empty() && st.drain_since.is_some_and(|t| t.elapsed() > DRAIN_GRACE)
     }
 
-    /// Closes the socket. In-flight I/O keeps the connection's buffers alive until it
-    /// completes; its replies are dropped.
+    /// Whether the client is still in the handshake.
+    pub(super) fn in_handshake(&self) -> bool {
+        matches!(self.st.borrow().phase, Phase::Handshake(_))
+    }
+
+    /// When the client connected.
+    pub(super) fn connected_at(&self) -> Instant {
+        self.st.borrow().connected_at
+    }
+
+    /// Requests submitted to the bdev and not completed.
+    pub(super) fn in_flight(&self) -> usize {
+        self.st.borrow().submitted
+    }
+
+    /// The export in use, if the connection is in transmission.
+    pub(super) fn export_name(&self) -> Option<String> {
+        match &self.st.borrow().phase {
+            Phase::Transmission(s) => Some(s.export.name().to_string()),
+            _ => None,
+        }
+    }
+
+    /// Closes the socket and gives up the connection's place: the export's session count
+    /// and the server's connection count drop now, so a client that went away with I/O stuck
+    /// in a bdev is not counted forever. In-flight I/O keeps the connection's buffers alive
+    /// until it completes; its replies are dropped.
     pub(super) fn close(&self, epoll: &Epoll) {
         let mut st = self.st.borrow_mut();
         if let Some(sock) = st.sock.take() {
             let _ = epoll.ctl(libc::EPOLL_CTL_DEL, sock.0.as_raw_fd(), 0, self.key);
         }
+        st.phase = Phase::Closed;
+        st.handshaking = None;
+        st.server = None;
         st.pending = None;
         if let Some((slot, _)) = st.payload.take() {
             st.free_slot(slot as usize);
@@ -766,7 +807,7 @@ impl State {
                     let g = session.geometry;
                     let flags = proto::transmission_flags(g.caps);
                     self.control(proto::export_name_reply(g.size, flags, no_zeroes));
-                    self.phase = Phase::Transmission(session);
+                    self.begin_transmission(session);
                 }
                 None => {
                     tracing::debug!(export = %name, "NBD_OPT_EXPORT_NAME for an unknown export");
@@ -820,8 +861,14 @@ impl State {
         self.option_reply(option, proto::REP_INFO, &info);
         self.option_reply(option, proto::REP_ACK, &[]);
         if let Some(session) = session {
-            self.phase = Phase::Transmission(session);
+            self.begin_transmission(session);
         }
+    }
+
+    /// Ends the handshake: the connection now counts against the server's session limit.
+    fn begin_transmission(&mut self, session: Session) {
+        self.phase = Phase::Transmission(session);
+        self.handshaking = None;
     }
 
     fn unknown_export(&mut self, option: u32, name: &str) {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use thiserror::Error;
@@ -28,11 +28,18 @@ use crate::runtime::{register_poller, unregister_poller, PollerId, Runtime};
 
 /// NBD's IANA port, the default of `nbd_server_start`.
 pub const DEFAULT_PORT: u16 = 10809;
-/// Most client connections at once over all exports; more are accepted and closed at once.
+/// Most clients in transmission at once over all exports; more are accepted and closed at
+/// once. Clients still in the handshake do not count: they have their own limit.
 const MAX_CONNECTIONS: usize = 1024;
+/// Most clients in the handshake at once on one reactor. A client arriving beyond it pushes
+/// out the one that has been handshaking longest, so connections that never speak (or speak
+/// too slowly) cannot keep a real client out: a real client finishes in a few round trips.
+const MAX_HANDSHAKING_PER_REACTOR: usize = 64;
+/// QEMU's default handshake limit (`handshake-max-seconds`), ours too.
+pub const DEFAULT_HANDSHAKE_MAX_SECONDS: u64 = 10;
 /// epoll key of the listening socket (connection keys count up from 0).
 const LISTENER_KEY: u64 = u64::MAX;
-/// How often a reactor with draining connections checks their grace period.
+/// How often a reactor with draining or handshaking connections checks their time limits.
 const REAPER_PERIOD: Duration = Duration::from_millis(100);
 
 /// Why an NBD control call was refused; each maps to SPDK's negative-errno RPC codes.
@@ -137,16 +144,32 @@ impl Export {
     }
 }
 
-/// Where the server listens, as `nbd_server_start` was given it.
+/// Where the server listens and how long a client may take to finish the handshake, as
+/// `nbd_server_start` was given them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenAddr {
     /// An absolute path (Unix socket) or a host name or address (TCP).
     pub listen_addr: String,
     /// TCP port; None for Unix sockets (and the default port for TCP).
     pub listen_port: Option<u16>,
+    /// Seconds a client may take from connecting to the end of the handshake before it is
+    /// disconnected; 0 for no limit (QEMU's `handshake-max-seconds`); None for the default,
+    /// [`DEFAULT_HANDSHAKE_MAX_SECONDS`].
+    pub handshake_max_seconds: Option<u64>,
 }
 
 impl ListenAddr {
+    /// The handshake time limit; None for no limit.
+    fn handshake_limit(&self) -> Option<Duration> {
+        match self
+            .handshake_max_seconds
+            .unwrap_or(DEFAULT_HANDSHAKE_MAX_SECONDS)
+        {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        }
+    }
+
     fn unix_path(&self) -> Option<&Path> {
         let p = Path::new(&self.listen_addr);
         p.is_absolute().then_some(p)
@@ -167,8 +190,12 @@ impl ListenAddr {
 /// What every reactor's part of a running server shares.
 pub(super) struct ServerShared {
     dev: DeviceId,
-    /// One ticket per accepted connection; closed by stop, which waits for them.
+    /// One ticket per open connection; closed by stop, which waits for them.
     conns: Arc<Gate>,
+    /// One ticket per connection still in the handshake (never closed: a counter).
+    handshaking: Arc<Gate>,
+    /// How long a client may take to finish the handshake; None for no limit.
+    handshake_limit: Option<Duration>,
     stopping: AtomicBool,
     ctx: Arc<NbdContext>,
 }
@@ -314,18 +341,26 @@ impl Listener {
                 }
             };
             accepted += 1;
-            if self.shared.conns.count() >= MAX_CONNECTIONS {
+            let shared = &self.shared;
+            let in_transmission = shared
+                .conns
+                .count()
+                .saturating_sub(shared.handshaking.count());
+            if in_transmission >= MAX_CONNECTIONS {
                 tracing::warn!("too many NBD clients; refusing one");
                 continue;
             }
-            let Some(ticket) = self.shared.conns.enter() else {
+            let (Some(server), Some(handshaking)) =
+                (shared.conns.enter(), shared.handshaking.enter())
+            else {
                 continue;
             };
             let reactor = self.next_reactor;
             self.next_reactor = (self.next_reactor + 1) % self.rt.num_reactors();
-            let shared = self.shared.clone();
-            self.rt
-                .send_msg(reactor, move || ReactorConns::attach(shared, fd, ticket));
+            let shared = shared.clone();
+            self.rt.send_msg(reactor, move || {
+                ReactorConns::attach(shared, fd, (server, handshaking))
+            });
         }
     }
 }
@@ -341,6 +376,8 @@ pub(super) struct ReactorConns {
     batch: RefCell<Vec<u64>>,
     poller: Cell<Option<PollerId>>,
     reaper: Cell<Option<PollerId>>,
+    /// The server's handshake time limit.
+    handshake_limit: Option<Duration>,
     /// Reactor 0 only: the listening socket.
     listener: RefCell<Option<Listener>>,
 }
@@ -358,6 +395,7 @@ impl ReactorConns {
                 batch: RefCell::new(Vec::with_capacity(64)),
                 poller: Cell::new(None),
                 reaper: Cell::new(None),
+                handshake_limit: shared.handshake_limit,
                 listener: RefCell::new(None),
             }))
         });
@@ -376,17 +414,20 @@ impl ReactorConns {
         Some(set)
     }
 
-    /// Takes a freshly accepted client on this reactor.
-    fn attach(shared: Arc<ServerShared>, fd: OwnedFd, ticket: Ticket) {
+    /// Takes a freshly accepted client on this reactor, making room among the clients in
+    /// the handshake if this reactor has its fill of them.
+    fn attach(shared: Arc<ServerShared>, fd: OwnedFd, tickets: (Ticket, Ticket)) {
         if shared.stopping.load(Ordering::Acquire) {
             return;
         }
         let Some(set) = ReactorConns::get(&shared) else {
             return;
         };
+        set.evict_oldest_handshakes(MAX_HANDSHAKING_PER_REACTOR - 1);
         let key = set.next_key.get();
         set.next_key.set(key + 1);
-        let conn = Conn::new(key, fd, shared, ticket, set.dirty.clone());
+        let limited = shared.handshake_limit.is_some();
+        let conn = Conn::new(key, fd, shared, tickets, set.dirty.clone());
         if let Err(e) = conn.register(&set.epoll) {
             tracing::warn!(error = %e, "cannot watch an NBD client");
             return;
@@ -394,6 +435,33 @@ impl ReactorConns {
         tracing::debug!(conn = key, "NBD client connected");
         conn.on_event(0);
         set.conns.borrow_mut().insert(key, conn);
+        if limited {
+            set.ensure_reaper();
+        }
+    }
+
+    /// Closes the clients that have been in the handshake longest until at most `keep` are.
+    fn evict_oldest_handshakes(&self, keep: usize) {
+        let mut handshaking: Vec<(Instant, u64)> = self
+            .conns
+            .borrow()
+            .iter()
+            .filter(|(_, c)| c.in_handshake())
+            .map(|(k, c)| (c.connected_at(), *k))
+            .collect();
+        if handshaking.len() <= keep {
+            return;
+        }
+        handshaking.sort_unstable();
+        for (_, key) in &handshaking[..handshaking.len() - keep] {
+            if let Some(conn) = self.conns.borrow_mut().remove(key) {
+                tracing::info!(
+                    conn = key,
+                    "too many NBD clients in the handshake; closed the oldest"
+                );
+                conn.close(&self.epoll);
+            }
+        }
     }
 
     fn poll(&self) -> usize {
@@ -458,36 +526,64 @@ impl ReactorConns {
             }
             self.service(key);
         }
-        if !keys.is_empty() && self.reaper.get().is_none() {
-            self.start_reaper();
+        if !keys.is_empty() {
+            self.ensure_reaper();
         }
     }
 
-    /// A timed poller that closes draining connections whose client stopped reading, so a
-    /// drain never waits on a peer forever; it goes away once nothing drains.
-    fn start_reaper(self: &Rc<Self>) {
+    /// Starts the timed poller that enforces the time limits (handshake, drain grace) unless
+    /// it runs; it goes away once no connection is under a limit.
+    fn ensure_reaper(self: &Rc<Self>) {
+        if self.reaper.get().is_some() {
+            return;
+        }
         let me = self.clone();
         let id = register_poller(Box::new(move || me.reap()), Some(REAPER_PERIOD), None);
         self.reaper.set(Some(id));
     }
 
+    /// Closes connections past a time limit: a drain whose client stopped reading its
+    /// replies (so a drain never waits on a peer forever), a client still in the handshake
+    /// after the server's limit.
     fn reap(&self) -> usize {
-        let (expired, draining): (Vec<u64>, usize) = {
+        let limit = self.handshake_limit;
+        let (expired, watched) = {
             let conns = self.conns.borrow();
-            let expired = conns
+            let handshake_over = |c: &Conn| {
+                c.in_handshake() && limit.is_some_and(|l| c.connected_at().elapsed() > l)
+            };
+            let expired: Vec<(u64, bool)> = conns
                 .iter()
-                .filter(|(_, c)| c.drain_expired())
-                .map(|(k, _)| *k)
+                .filter_map(|(k, c)| {
+                    if handshake_over(c) {
+                        Some((*k, true))
+                    } else {
+                        c.drain_expired().then_some((*k, false))
+                    }
+                })
                 .collect();
-            (expired, conns.values().filter(|c| c.draining()).count())
+            let watched = conns
+                .values()
+                .filter(|c| c.draining() || (limit.is_some() && c.in_handshake()))
+                .count();
+            (expired, watched)
         };
-        for key in &expired {
-            if let Some(conn) = self.conns.borrow_mut().remove(key) {
+        for &(key, handshake) in &expired {
+            let Some(conn) = self.conns.borrow_mut().remove(&key) else {
+                continue;
+            };
+            if handshake {
+                tracing::info!(
+                    conn = key,
+                    limit_s = limit.map(|l| l.as_secs()),
+                    "NBD client did not finish the handshake in time; closed"
+                );
+            } else {
                 tracing::warn!(conn = key, "NBD client did not read its replies; closed");
-                conn.close(&self.epoll);
             }
+            conn.close(&self.epoll);
         }
-        if draining == expired.len() {
+        if watched == expired.len() {
             if let Some(id) = self.reaper.take() {
                 unregister_poller(id);
             }
@@ -519,6 +615,24 @@ impl ReactorConns {
                 .epoll
                 .ctl(libc::EPOLL_CTL_DEL, listener.socket.fd(), 0, LISTENER_KEY);
         }
+    }
+
+    /// Closes every connection now, whatever it waits for; returns a line for each one
+    /// whose I/O was still in a bdev (abandoned: its replies will never be sent).
+    fn abandon_all(&self) -> Vec<String> {
+        let conns: Vec<(u64, Rc<Conn>)> = self.conns.borrow_mut().drain().collect();
+        let mut abandoned = Vec::new();
+        for (key, conn) in conns {
+            let in_flight = conn.in_flight();
+            if in_flight > 0 {
+                abandoned.push(format!(
+                    "NBD client {key} of export {}: {in_flight} requests in flight",
+                    conn.export_name().unwrap_or_default()
+                ));
+            }
+            conn.close(&self.epoll);
+        }
+        abandoned
     }
 
     fn teardown(&self) {
@@ -558,6 +672,8 @@ pub fn start(rt: &Runtime, addr: ListenAddr) -> Result<(), NbdError> {
     let shared = Arc::new(ServerShared {
         dev: DeviceId::new(),
         conns: Arc::new(Gate::default()),
+        handshaking: Arc::new(Gate::default()),
+        handshake_limit: addr.handshake_limit(),
         stopping: AtomicBool::new(false),
         ctx: ctx.clone(),
     });
@@ -636,9 +752,20 @@ pub fn stop(rt: &Runtime, done: impl FnOnce(Result<(), NbdError>) + Send + 'stat
     );
 }
 
-/// Stops the server from outside the reactors and waits (target shutdown). No-op when the
-/// server is not running.
-pub fn stop_blocking(rt: &Runtime) {
+/// Stops the server from outside the reactors (target shutdown), waiting until `deadline`
+/// at most for its clients' in-flight I/O to be answered. Past it, the connections still
+/// waiting are closed and their I/O abandoned; returns a line describing each (empty when
+/// everything drained, or no server ran).
+pub fn stop_blocking(rt: &Runtime, deadline: Instant) -> Vec<String> {
+    let Some(dev) = rt
+        .context::<NbdContext>()
+        .lock()
+        .server
+        .as_ref()
+        .map(|r| r.shared.dev)
+    else {
+        return Vec::new();
+    };
     let (tx, rx) = crossbeam_channel::bounded(1);
     let rt2 = rt.clone();
     rt.send_msg(0, move || {
@@ -646,7 +773,33 @@ pub fn stop_blocking(rt: &Runtime) {
             let _ = tx.send(r);
         })
     });
-    let _ = rx.recv();
+    if !matches!(
+        rx.recv_deadline(deadline),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+    ) {
+        return Vec::new();
+    }
+    let abandoned = Arc::new(Mutex::new(Vec::new()));
+    let found = abandoned.clone();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    on_every_reactor(
+        rt,
+        move || {
+            if let Some(set) = rchannel::lookup::<ReactorConns>(dev) {
+                let lines = set.abandon_all();
+                found
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(lines);
+            }
+        },
+        move || {
+            let _ = done_tx.send(());
+        },
+    );
+    let _ = done_rx.recv();
+    let mut lines = abandoned.lock().unwrap_or_else(|e| e.into_inner());
+    std::mem::take(&mut *lines)
 }
 
 /// Marks an export closing and stops hot-remove notifications for it.
@@ -670,6 +823,14 @@ pub fn create_export(
     read_only: bool,
 ) -> Result<String, NbdError> {
     let bdev = BdevRegistry::of(rt).get(bdev_name)?;
+    if !bdev.block_size().is_power_of_two() {
+        return Err(NbdError::Invalid(format!(
+            "bdev {} has {}-byte blocks: NBD announces the block size as its minimum, which \
+             must be a power of two",
+            bdev.name(),
+            bdev.block_size()
+        )));
+    }
     let name = export_name.unwrap_or_else(|| bdev.name().to_string());
     if name.is_empty() || name.len() > super::proto::MAX_NAME_LEN || name.contains('\0') {
         return Err(NbdError::Invalid(format!(
@@ -766,6 +927,9 @@ pub fn config_entries(rt: &Runtime) -> Vec<Value> {
     let mut start = json!({"listen_addr": running.addr.listen_addr});
     if let Some(port) = running.addr.listen_port {
         start["listen_port"] = json!(port);
+    }
+    if let Some(seconds) = running.addr.handshake_max_seconds {
+        start["handshake_max_seconds"] = json!(seconds);
     }
     let mut entries = vec![json!({"method": "nbd_server_start", "params": start})];
     entries.extend(inner.exports.iter().map(|e| {

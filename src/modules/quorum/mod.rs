@@ -264,7 +264,7 @@ pub fn create(
         return Err(e);
     }
     for (i, b) in bdevs.iter().enumerate() {
-        if let Err(e) = b.claim(CLAIM) {
+        if let Err(e) = registry.claim_base(name, b, CLAIM) {
             bdevs[..i].iter().for_each(|b| b.release_claim());
             return Err(e);
         }
@@ -374,7 +374,7 @@ pub fn add_child(
                 shared.block_size
             )));
         }
-        child_bdev.claim(CLAIM)?;
+        BdevRegistry::of(rt).claim_base(name, &child_bdev, CLAIM)?;
         children.push(Child {
             id: shared.next_child_id.fetch_add(1, Ordering::Relaxed),
             name: Arc::from(child),

@@ -556,11 +556,12 @@ fn release(parent: Parent) {
 
 fn complete(parent: Parent, completion: Completion) {
     if let Some(winner) = completion.copy_from {
-        // SAFETY: the context is initialised; the winner did not read into the parent: its
-        // buffer or lent memory holds its answer.
+        // SAFETY: the context is initialised.
         let io = unsafe { parent.state() };
-        ChildBytes::Flat(unsafe { io.memory.data(winner, parent.len()) })
-            .copy_to_segments(parent.iovs_mut());
+        // SAFETY: the winner did not read into the parent: its buffer or lent memory holds
+        // its answer.
+        let answer = unsafe { io.memory.data(winner, parent.len()) };
+        ChildBytes::Flat(answer).copy_to_segments(parent.iovs_mut());
     }
     release(parent);
     // SAFETY: completing the parent once; it is not touched afterwards.

@@ -107,8 +107,8 @@ unsafe fn read_at(vals: *const sys::spdk_json_val, at: &mut usize) -> Result<Val
 pub unsafe fn write_value(w: *mut sys::spdk_json_write_ctx, value: &Value) {
     // SPDK's writer records failures in `w` itself and reports them when the context ends;
     // the return codes of the individual calls carry nothing more.
-    // SAFETY (every call below): `w` is live (the caller's promise) and every pointer/length
-    // pair describes a Rust string alive for the call.
+    // SAFETY: for every call below, `w` is live (the caller's promise) and every
+    // pointer/length pair describes a Rust string alive for the call.
     unsafe {
         match value {
             Value::Null => sys::spdk_json_write_null(w),

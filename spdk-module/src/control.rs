@@ -199,10 +199,13 @@ pub fn add_child(
     // again (it is claimed): the same rule with the quorum's own geometry.
     let geometry = q.core().geometry();
     may_add_child(name, geometry, &q.child_names(), child, geometry)?;
-    let desc = ChildDesc::open(child)?;
-    if desc.bdev() == q.spdk_bdev() {
-        return Err(Refused::Invalid(format!("quorum {name} cannot contain itself")).into());
+    if let Some(path) = loop_through_quorums(name, child) {
+        return Err(ControlError::new(
+            libc::EINVAL,
+            format!("bdev graph loop: {}", path.join(" -> ")),
+        ));
     }
+    let desc = ChildDesc::open(child)?;
     may_add_child(name, geometry, &q.child_names(), child, desc.geometry())?;
     desc.claim(child)?;
     q.children().push(Child {
@@ -227,6 +230,31 @@ pub fn remove_child(
     q.children().remove(pos);
     children_changed(q, &format!("child {child} removed"), done);
     Ok(())
+}
+
+/// The loop quorum `name` would close by taking `child`, worded as quorum-tgt words it
+/// ("Q0 -> Q1 -> Q0": each bdev followed by one of its children), when `child` is `name`
+/// or a quorum with `name` among its descendants through quorums. SPDK records claims by
+/// module, not by bdev, so loops through other modules' bdevs (an error bdev over the
+/// quorum) are not seen here.
+fn loop_through_quorums(name: &str, child: &str) -> Option<Vec<String>> {
+    let mut path = descent(name, child)?;
+    path.insert(0, name.to_string());
+    Some(path)
+}
+
+/// The bdevs from `node` down to `target` through quorums' children, if `target` is there.
+/// The graph below holds no loop (none is ever let in), so the descent ends.
+fn descent(target: &str, node: &str) -> Option<Vec<String>> {
+    if node == target {
+        return Some(vec![node.to_string()]);
+    }
+    let quorum = find(node).ok()?;
+    quorum.child_names().iter().find_map(|c| {
+        let mut path = descent(target, c)?;
+        path.insert(0, node.to_string());
+        Some(path)
+    })
 }
 
 /// Has every thread's channel of `q` pick up the current child list, then runs `done`.

@@ -295,6 +295,20 @@ fn children_come_and_go_under_qemus_threshold_rule() {
     // The removed child is released: another quorum may claim it.
     s.app
         .rpc_ok(&["bdev_quorum_create", "-b", "Q1", "-t", "1", "EE_A2"]);
+    // A quorum never contains itself, directly or through other quorums (quorum-tgt's words).
+    let e = s.app.rpc_err(&["bdev_quorum_add_child", "Q0", "Q0"]);
+    assert_eq!(
+        (e["code"].as_i64(), e["message"].as_str()),
+        (Some(-22), Some("bdev graph loop: Q0 -> Q0"))
+    );
+    // (Q0 is claimed by the NVMe-oF target exporting it: Q2 and Q3 show the loop.)
+    s.app
+        .rpc_script("bdev_quorum_create -b Q2 -t 1 A3\nbdev_quorum_create -b Q3 -t 1 Q2\n");
+    let e = s.app.rpc_err(&["bdev_quorum_add_child", "Q2", "Q3"]);
+    assert_eq!(
+        (e["code"].as_i64(), e["message"].as_str()),
+        (Some(-22), Some("bdev graph loop: Q2 -> Q3 -> Q2"))
+    );
     // Writes reach every child.
     let data: Vec<u8> = (0..LEN as usize).map(|i| (i * 7) as u8).collect();
     s.initiator.write(AT, &data);

@@ -6,6 +6,7 @@
 pub mod bdev;
 pub mod control;
 pub mod exports;
+pub mod fuzzing;
 pub mod modules;
 pub mod perf;
 pub mod runtime;

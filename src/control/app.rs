@@ -153,11 +153,18 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
     outcome
 }
 
-/// Stops serving and leaves the bdevs durable: RPC and NBD stop first so no new I/O arrives,
-/// in-flight I/O drains, every bdev is flushed, then the bdevs are unregistered. Draining and
-/// flushing each wait `bound` at most; what they leave is logged and reported.
+/// Stops serving and leaves the bdevs durable: RPC stops first so no new request arrives,
+/// then [`wind_down`].
 fn shut_down(rt: &Runtime, server: RpcServer, bound: Duration) -> Result<(), AppError> {
     server.stop();
+    wind_down(rt, bound)
+}
+
+/// Everything shutdown does once RPC stopped: NBD stops so no new I/O arrives, in-flight I/O
+/// drains, every bdev is flushed, then the bdevs are unregistered. Draining and flushing each
+/// wait `bound` at most; what they leave is logged and reported. The fuzz fixtures end every
+/// input with it, so what an input built goes through a real shutdown.
+pub(crate) fn wind_down(rt: &Runtime, bound: Duration) -> Result<(), AppError> {
     let drain_deadline = Instant::now() + bound;
     // Exports go before the flush: their in-flight writes complete and no new ones arrive.
     let mut abandoned = nbd::stop_blocking(rt, drain_deadline);

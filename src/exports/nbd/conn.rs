@@ -43,6 +43,9 @@ const MAX_BYTES_HELD: u64 = 64 << 20;
 const READ_BUDGET: usize = 4 << 20;
 /// Reply pieces gathered into one `sendmsg`.
 const MAX_IOV: usize = 64;
+/// Option replies queued during the handshake before the client is no longer read: a client
+/// that sends options without reading their answers only stalls itself, as in transmission.
+const MAX_HANDSHAKE_REPLIES: usize = 64;
 /// How long a draining connection may keep unsent replies (its client stopped reading)
 /// before it is closed anyway. I/O still in the bdev is not the client's fault and is waited
 /// for; target shutdown bounds that wait on its own.
@@ -411,6 +414,11 @@ impl Conn {
             st.flush();
             self.pump(&mut st);
             st.flush();
+            if st.staged_options_waiting() {
+                // Those replies went out: the options read ahead can go on, and no socket
+                // event would come for bytes already received.
+                self.mark_dirty();
+            }
         }
         if st.hangup && (st.eof || st.pending.is_some() || st.stop_reading) {
             // The peer is gone: what was read is in flight, replies have nowhere to go.
@@ -441,7 +449,7 @@ impl Conn {
         let mut budget = READ_BUDGET;
         while !st.broken && !st.stop_reading {
             if let Phase::Handshake(_) = st.phase {
-                if !st.handshake_step(&mut budget) {
+                if st.handshake_backlog() || !st.handshake_step(&mut budget) {
                     return;
                 }
                 continue;
@@ -546,13 +554,27 @@ impl State {
 
     fn wanted_events(&self) -> u32 {
         let mut events = 0;
-        if !self.stop_reading && !self.eof && self.pending.is_none() {
+        if !self.stop_reading && !self.eof && self.pending.is_none() && !self.handshake_backlog() {
             events |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
         }
         if !self.out.is_empty() {
             events |= libc::EPOLLOUT as u32;
         }
         events
+    }
+
+    /// Whether the handshake waits for the client to read the option replies queued.
+    fn handshake_backlog(&self) -> bool {
+        matches!(self.phase, Phase::Handshake(_)) && self.out.len() >= MAX_HANDSHAKE_REPLIES
+    }
+
+    /// Whether options already received wait in the staging buffer while the backlog has
+    /// room again.
+    fn staged_options_waiting(&self) -> bool {
+        matches!(self.phase, Phase::Handshake(_))
+            && self.start < self.end
+            && !self.handshake_backlog()
+            && !self.stop_reading
     }
 
     fn has_room(&self, req: &Request) -> bool {

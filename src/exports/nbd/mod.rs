@@ -7,6 +7,6 @@ pub mod proto;
 mod server;
 
 pub use server::{
-    config_entries, create_export, delete_export, exports_json, start, stop, stop_blocking, Export,
-    ListenAddr, NbdContext, NbdError, DEFAULT_PORT,
+    attach_client, config_entries, create_export, delete_export, exports_json, start, stop,
+    stop_blocking, Export, ListenAddr, NbdContext, NbdError, DEFAULT_PORT,
 };

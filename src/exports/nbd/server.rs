@@ -701,6 +701,22 @@ pub fn start(rt: &Runtime, addr: ListenAddr) -> Result<(), NbdError> {
     Ok(())
 }
 
+/// Hands a client socket, already connected and non-blocking, to the running server as if
+/// its listener had accepted it. For in-process clients: the fuzz targets drive real
+/// connections over a socketpair, without a listening socket in between.
+pub fn attach_client(rt: &Runtime, fd: OwnedFd) -> Result<(), NbdError> {
+    let ctx = rt.context::<NbdContext>();
+    let shared = running(&ctx.lock())?.shared.clone();
+    let (Some(server), Some(handshaking)) = (shared.conns.enter(), shared.handshaking.enter())
+    else {
+        return Err(NbdError::NotRunning);
+    };
+    rt.send_msg(0, move || {
+        ReactorConns::attach(shared, fd, (server, handshaking))
+    });
+    Ok(())
+}
+
 /// Stops the server: no new clients, every export deleted (their clients drained), then
 /// every reactor's connection set torn down; `done` runs once all of that happened.
 pub fn stop(rt: &Runtime, done: impl FnOnce(Result<(), NbdError>) + Send + 'static) {

@@ -1,0 +1,3 @@
+#![no_main]
+// One input of the `nbd_transmission` target: see quorum_bdev::fuzzing.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quorum_bdev::fuzzing::nbd::fuzz_transmission(data));

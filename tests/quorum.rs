@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{delete, pattern, runtime};
 use quorum_bdev::bdev::blocking::{command, read, run_io, write};
@@ -325,26 +327,34 @@ fn children_added_and_removed_with_io_running_on_every_reactor() {
     let rt = runtime(2);
     let kids = children(&rt, 4);
     let q = quorum::create(&rt, "Q", &names(3), opts(2), None).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for reactor in 0..2usize {
-        let (rt, q, stop) = (rt.clone(), q.clone(), stop.clone());
+        let (rt, q, stop, total) = (rt.clone(), q.clone(), stop.clone(), rounds.clone());
         workers.push(std::thread::spawn(move || {
             let mut rounds = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 50 {
+            while !stop.load(Ordering::Relaxed) || rounds < 50 {
                 let lba = (reactor as u64) * 1000 + rounds % 64;
                 let data = pattern(512, (rounds % 251) as u8);
                 run_io(&rt, reactor, &q, IoType::Write, lba, 1, &data).unwrap();
                 let got = run_io(&rt, reactor, &q, IoType::Read, lba, 1, &[0; 512]).unwrap();
                 assert_eq!(got, data, "reactor {reactor} round {rounds}");
                 rounds += 1;
+                total.fetch_add(1, Ordering::Relaxed);
             }
             rounds
         }));
     }
     let call =
         |method: &str, child: &str| rpc(&rt, method, json!({"name": "Q", "base_bdev": child}));
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The topology changes while both reactors are in the middle of their rounds.
+    let busy = |after: u64| {
+        wait_for("I/O on both reactors", || {
+            rounds.load(Ordering::Relaxed) >= after
+        })
+    };
+    busy(20);
     // Removing down to the threshold is refused, as QEMU.
     call("bdev_quorum_remove_child", "M2").unwrap();
     let err = call("bdev_quorum_remove_child", "M1").unwrap_err();
@@ -359,8 +369,8 @@ fn children_added_and_removed_with_io_running_on_every_reactor() {
         call("bdev_quorum_remove_child", "Nope").unwrap_err().code,
         -19
     );
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy(rounds.load(Ordering::Relaxed) + 20);
+    stop.store(true, Ordering::Relaxed);
     for w in workers {
         assert!(w.join().unwrap() >= 50);
     }
@@ -377,38 +387,150 @@ fn children_added_and_removed_with_io_running_on_every_reactor() {
     rt.stop();
 }
 
-/// rewrite_corrupted must never overwrite data newer than what the read returned: run
-/// reads that trigger rewrites against concurrent writes of new data to the same blocks,
-/// on two reactors, and check every child ends with the last acknowledged write.
-#[test]
-fn rewrite_never_overwrites_a_newer_write() {
-    let rt = runtime(2);
-    let kids = children(&rt, 3);
+/// Waits until `condition` holds, failing the test after a deadline.
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Operations of `kind` (`num_read_ops`, `num_write_ops`) bdev `name` completed, from
+/// `bdev_get_iostat`.
+fn completed(rt: &Runtime, name: &str, kind: &str) -> u64 {
+    let stats = rpc(rt, "bdev_get_iostat", json!({ "name": name })).unwrap();
+    stats["bdevs"][0][kind].as_u64().unwrap()
+}
+
+/// Quorum Q (rewrite_corrupted) over M0, M1 and a third child D2 = delay over EE_M2 (error
+/// over M2), so the third child can corrupt a read and be slow to complete.
+fn quorum_with_slow_corrupting_child(rt: &Runtime, slow_child: usize) -> Vec<Arc<Bdev>> {
+    use quorum_bdev::modules::{delay, error};
+    let kids = children(rt, 3);
+    error::create(rt, "M2", None).unwrap();
+    let no_delay = delay::Latencies {
+        avg_read: 0,
+        p99_read: 0,
+        avg_write: 0,
+        p99_write: 0,
+    };
+    let base = if slow_child == 2 { "EE_M2" } else { "M0" };
+    delay::create(rt, "D".into(), base, no_delay, None).unwrap();
+    let mut names = vec!["M0".to_string(), "M1".to_string(), "EE_M2".to_string()];
+    names[slow_child] = "D".into();
     let mut o = opts(2);
     o.rewrite_corrupted = true;
-    let q = quorum::create(&rt, "Q", &names(3), o, None).unwrap();
-    for round in 0..200u32 {
-        let lba = (round % 16) as u64 * 8;
-        let old = pattern(4096, (round % 200) as u8);
-        write(&rt, &q, lba, &old).unwrap();
-        write(&rt, &kids[(round % 3) as usize], lba, &pattern(4096, 0xEE)).unwrap();
-        let new = pattern(4096, (round % 200) as u8 + 1);
-        let (rt1, q1) = (rt.clone(), q.clone());
-        let reader =
-            std::thread::spawn(move || run_io(&rt1, 0, &q1, IoType::Read, lba, 8, &[0; 4096]));
-        run_io(&rt, 1, &q, IoType::Write, lba, 8, &new).unwrap();
-        // A read overlapping a write may see either version, a mix, or no quorum (EIO),
-        // as on any disk; what matters is what the children hold afterwards.
-        let _ = reader.join().unwrap();
-        for k in &kids {
-            assert_eq!(
-                read(&rt, k, lba, 8).unwrap(),
-                new,
-                "round {round}: child {} lost the newer write",
-                k.name()
-            );
-        }
+    quorum::create(rt, "Q", &names, o, None).unwrap();
+    kids
+}
+
+fn set_delay(rt: &Runtime, kind: &str, us: u64) {
+    use quorum_bdev::modules::delay::{update_latency, LatencyType};
+    for t in [format!("avg_{kind}"), format!("p99_{kind}")] {
+        update_latency(rt, "D", LatencyType::from_spdk_name(&t).unwrap(), us).unwrap();
     }
+}
+
+fn corrupt_next_read(rt: &Runtime, child: &str) {
+    use quorum_bdev::modules::error::{self, ErrorType, Injection, Target};
+    let inj = Injection {
+        target: Target::Only(IoType::Read),
+        error_type: ErrorType::CorruptData,
+        num: 1,
+        queue_depth: 0,
+        corrupt_offset: 7,
+        corrupt_value: 0x80,
+    };
+    error::inject(rt, child, &inj).unwrap();
+}
+
+/// What both races must end with: the read returned the `old` data it voted on, every
+/// child holds the `new` write, and child 2's corruption was outvoted. Returns the counters.
+fn after_the_race(
+    rt: &Runtime,
+    reader: std::thread::JoinHandle<Result<Vec<u8>, i32>>,
+    kids: &[Arc<Bdev>],
+    lba: u64,
+    (old, new): (&[u8], &[u8]),
+) -> Vec<Value> {
+    let got = reader.join().unwrap();
+    assert!(
+        got.as_deref() == Ok(old),
+        "the read returns what it voted on"
+    );
+    for k in kids {
+        let held = read(rt, k, lba, 8).unwrap();
+        assert!(held == new, "{} lost the newer write", k.name());
+    }
+    let c = child_counters(rt, "Q");
+    assert_eq!(c[2]["bad_versions"], 1, "the corrupting child was outvoted");
+    c
+}
+
+/// rewrite_corrupted must never overwrite data newer than what the read returned. A write
+/// that arrives while the rewrite of its blocks is in flight waits for it: the rewrite to a
+/// slow, corrupting child is held for seconds when the write comes from another reactor,
+/// and the write may complete only after the rewrite did.
+#[test]
+fn a_write_waits_for_a_rewrite_in_flight_on_its_blocks() {
+    let rt = runtime(2);
+    let kids = quorum_with_slow_corrupting_child(&rt, 2);
+    let q = BdevRegistry::of(&rt).get("Q").unwrap();
+    let (old, new) = (pattern(4096, 0x0d), pattern(4096, 0x0e));
+    write(&rt, &q, 64, &old).unwrap();
+    corrupt_next_read(&rt, "EE_M2");
+    set_delay(&rt, "write", 3_000_000);
+    let (rt1, q1) = (rt.clone(), q.clone());
+    let reader = std::thread::spawn(move || run_io(&rt1, 0, &q1, IoType::Read, 64, 8, &[0; 4096]));
+    wait_for("the rewrite to start", || {
+        child_counters(&rt, "Q")[2]["rewrites"] == 1
+    });
+    assert!(
+        !reader.is_finished(),
+        "the read completes only after its rewrite"
+    );
+    let writes_before = completed(&rt, "D", "num_write_ops");
+    // Writes to D from reactor 1 are held no longer: only the guard can make this one wait.
+    set_delay(&rt, "write", 0);
+    run_io(&rt, 1, &q, IoType::Write, 64, 8, &new).unwrap();
+    assert_eq!(
+        completed(&rt, "D", "num_write_ops"),
+        writes_before + 2,
+        "the write completed before the rewrite it raced with"
+    );
+    let c = after_the_race(&rt, reader, &kids, 64, (&old, &new));
+    assert_eq!(c[2]["rewrites"], 1, "the rewrite went through");
+    rt.stop();
+}
+
+/// The other half of the rule: a read that a write overtook does not rewrite its stale
+/// winner. The read waits for a slow child while a write of new data to the same blocks
+/// completes on every child; its vote then finds the corrupting child outvoted by the old
+/// data, and the rewrite is skipped, so no child loses the newer write.
+#[test]
+fn a_read_overtaken_by_a_write_skips_its_rewrite() {
+    let rt = runtime(2);
+    let kids = quorum_with_slow_corrupting_child(&rt, 0);
+    let q = BdevRegistry::of(&rt).get("Q").unwrap();
+    let (old, new) = (pattern(4096, 0x1d), pattern(4096, 0x1e));
+    write(&rt, &q, 128, &old).unwrap();
+    corrupt_next_read(&rt, "EE_M2");
+    set_delay(&rt, "read", 3_000_000);
+    let done_before = ["M1", "EE_M2"].map(|c| completed(&rt, c, "num_read_ops"));
+    let (rt1, q1) = (rt.clone(), q.clone());
+    let reader = std::thread::spawn(move || run_io(&rt1, 0, &q1, IoType::Read, 128, 8, &[0; 4096]));
+    // The write may come once the fast children hold what they read.
+    wait_for("the read's fast children", || {
+        ["M1", "EE_M2"]
+            .iter()
+            .zip(done_before)
+            .all(|(c, before)| completed(&rt, c, "num_read_ops") > before)
+    });
+    run_io(&rt, 1, &q, IoType::Write, 128, 8, &new).unwrap();
+    assert!(!reader.is_finished(), "the write overtook the read");
+    let c = after_the_race(&rt, reader, &kids, 128, (&old, &new));
+    assert_eq!(c[2]["rewrites"], 0, "the stale rewrite was skipped");
     rt.stop();
 }
 

@@ -1,97 +1,42 @@
 //! The bdev layer's per-reactor channel: validates every I/O before a module sees it (range,
-//! buffer size, supported type), counts statistics, and retries I/O a module refused with NOMEM.
+//! buffer size, supported type) and hands it over, counted in (`layer`); `completion`
+//! delivers it back.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::io::{note_activity, with_chain_tick, IoBuf, IoDone, IoHandle, IoType};
-use super::stats::IoStats;
+use super::completion::{note_activity, with_chain_tick};
+use super::io::{IoBuf, IoDone, IoHandle};
+use super::io_type::IoType;
+use super::layer::ChannelInner;
 use super::{Bdev, BdevChannel};
 
-/// Per-reactor state behind an [`IoChannel`].
-pub(crate) struct ChannelInner {
-    bdev: Arc<Bdev>,
-    backend: Rc<dyn BdevChannel>,
-    stats: Cell<IoStats>,
-    in_flight: Cell<u64>,
-}
-
-impl ChannelInner {
-    pub(crate) fn new(bdev: Arc<Bdev>, backend: Rc<dyn BdevChannel>) -> Rc<ChannelInner> {
-        Rc::new(ChannelInner {
-            bdev,
-            backend,
-            stats: Cell::new(IoStats::default()),
-            in_flight: Cell::new(0),
-        })
+/// Why the layer refuses `io` for `bdev` before any module sees it: ENOTSUP for a type the
+/// bdev does not serve, EINVAL for a range past its end or a buffer not matching the blocks.
+fn validate(bdev: &Bdev, io: &IoHandle) -> Result<(), i32> {
+    if !bdev.io_type_supported(io.io_type) {
+        return Err(libc::ENOTSUP);
     }
-
-    pub(crate) fn account(&self, io: &mut IoHandle, now: u64) {
-        let mut s = self.stats.get();
-        let bytes = io.num_blocks * self.bdev.block_size as u64;
-        io.complete_tick = now;
-        s.record(
-            io.io_type,
-            io.fua,
-            bytes,
-            io.status().is_ok(),
-            io.complete_tick.wrapping_sub(io.submit_tick),
-        );
-        self.stats.set(s);
-        self.in_flight.set(self.in_flight.get() - 1);
+    if io.io_type == IoType::Reset {
+        return Ok(());
     }
-
-    pub(crate) fn resubmit(self: &Rc<Self>, mut io: IoHandle) {
-        io.layer = Some(self.clone());
-        note_activity();
-        self.backend.submit(io);
+    let end = io.offset_blocks.checked_add(io.num_blocks);
+    if end.is_none_or(|end| end > bdev.num_blocks) {
+        return Err(libc::EINVAL);
     }
-
-    pub(crate) fn backend(&self) -> &Rc<dyn BdevChannel> {
-        &self.backend
+    if io.io_type == IoType::Flush {
+        return Ok(());
     }
-
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.get()
+    if io.num_blocks == 0 {
+        return Err(libc::EINVAL);
     }
-
-    pub(crate) fn stats(&self) -> IoStats {
-        self.stats.get()
-    }
-
-    fn validate(&self, io: &IoHandle) -> Result<(), i32> {
-        let bdev = &self.bdev;
-        if !bdev.io_type_supported(io.io_type) {
-            return Err(libc::ENOTSUP);
-        }
-        if io.io_type == IoType::Reset {
-            return Ok(());
-        }
-        let end = io.offset_blocks.checked_add(io.num_blocks);
-        if end.is_none_or(|end| end > bdev.num_blocks) {
+    if io.io_type.has_data() {
+        let want = io.num_blocks.checked_mul(bdev.block_size as u64);
+        if want != Some(io.buf.len() as u64) || io.buf.as_ptr().is_null() {
             return Err(libc::EINVAL);
         }
-        if io.io_type == IoType::Flush {
-            return Ok(());
-        }
-        if io.num_blocks == 0 {
-            return Err(libc::EINVAL);
-        }
-        if io.io_type.has_data() {
-            let want = io.num_blocks.checked_mul(bdev.block_size as u64);
-            if want != Some(io.buf.len() as u64) || io.buf.as_ptr().is_null() {
-                return Err(libc::EINVAL);
-            }
-        }
-        Ok(())
     }
-}
-
-impl Drop for ChannelInner {
-    fn drop(&mut self) {
-        self.bdev.retire_stats(&self.stats.get());
-    }
+    Ok(())
 }
 
 /// A reactor's handle for submitting I/O to one bdev. Obtain it on the reactor that will
@@ -104,22 +49,22 @@ pub struct IoChannel {
 impl IoChannel {
     /// The bdev this channel submits to.
     pub fn bdev(&self) -> &Arc<Bdev> {
-        &self.inner.bdev
+        self.inner.bdev()
     }
 
     /// Submits a prepared I/O. Invalid requests (out of range, buffer size not matching the
     /// block count, unsupported type) complete with EINVAL or ENOTSUP and reach no module.
     pub fn submit(&self, mut io: IoHandle) {
-        if let Err(errno) = self.inner.validate(&io) {
+        if let Err(errno) = validate(self.inner.bdev(), &io) {
             io.complete(Err(errno));
             return;
         }
         io.layer = Some(self.inner.clone());
-        self.inner.in_flight.set(self.inner.in_flight.get() + 1);
+        self.inner.enter();
         note_activity();
         with_chain_tick(|now| {
             io.submit_tick = now;
-            self.inner.backend.submit(io);
+            self.inner.backend().submit(io);
         });
     }
 
@@ -150,6 +95,6 @@ impl IoChannel {
 
     /// The module's own channel object, for modules that stack on this bdev.
     pub fn backend(&self) -> &Rc<dyn BdevChannel> {
-        &self.inner.backend
+        self.inner.backend()
     }
 }

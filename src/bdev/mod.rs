@@ -4,8 +4,11 @@
 
 pub mod blocking;
 pub mod channel;
+mod completion;
 mod graph;
 pub mod io;
+mod io_type;
+mod layer;
 pub mod notify;
 pub mod registry;
 pub mod stats;
@@ -19,7 +22,8 @@ use thiserror::Error;
 use uuid::Uuid;
 
 pub use channel::IoChannel;
-pub use io::{BdevIo, DeferredWork, IoBuf, IoDone, IoHandle, IoType};
+pub use io::{BdevIo, DeferredWork, IoBuf, IoDone, IoHandle};
+pub use io_type::IoType;
 pub use registry::BdevRegistry;
 pub use stats::IoStats;
 
@@ -265,7 +269,7 @@ impl Bdev {
         }
         let mut error = None;
         let inner = rchannel::get_or_create(self.dev, || match self.backend.create_channel() {
-            Ok(backend) => Ok(channel::ChannelInner::new(self.clone(), backend)),
+            Ok(backend) => Ok(layer::ChannelInner::new(self.clone(), backend)),
             Err(e) => {
                 let text = e.to_string();
                 error = Some(e);
@@ -355,7 +359,7 @@ impl Bdev {
             *self.retired.lock().unwrap_or_else(|e| e.into_inner()),
         ));
         let t2 = total.clone();
-        rchannel::for_each_channel::<channel::ChannelInner>(
+        rchannel::for_each_channel::<layer::ChannelInner>(
             rt,
             self.dev,
             move |ch| {
@@ -376,7 +380,7 @@ impl Bdev {
     ) {
         let total = Arc::new(AtomicU64::new(0));
         let t2 = total.clone();
-        rchannel::for_each_channel::<channel::ChannelInner>(
+        rchannel::for_each_channel::<layer::ChannelInner>(
             rt,
             self.dev,
             move |ch| {
@@ -395,7 +399,7 @@ impl Bdev {
         visit: impl Fn(&T) + Send + Sync + 'static,
         done: impl FnOnce() + Send + 'static,
     ) {
-        rchannel::for_each_channel::<channel::ChannelInner>(
+        rchannel::for_each_channel::<layer::ChannelInner>(
             rt,
             self.dev,
             move |ch| {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::io::IoType;
+use super::io_type::IoType;
 
 /// Counters of one channel, or the sum of many.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]

@@ -75,26 +75,11 @@ pub struct RpcMethod {
     pub handler: fn(&Ctx, Option<Value>, Reply),
 }
 
-/// Decodes params strictly: unknown fields refused, missing optionals and explicit `false`
-/// accepted (serde's `deny_unknown_fields` plus `Option`/`default` fields), nulls dropped.
+/// Decodes params strictly, as SPDK's client sends them: unknown fields refused, missing
+/// optionals and explicit `false` accepted, nulls dropped (the quorum core's rules, shared
+/// with the SPDK module's RPCs); the message names the offending field.
 pub fn parse_params<T: DeserializeOwned>(params: Option<Value>) -> Result<T, RpcError> {
-    let mut value = params.unwrap_or(Value::Object(Default::default()));
-    if let Value::Object(map) = &mut value {
-        map.retain(|_, v| !v.is_null());
-    }
-    // Read from text: serde_path_to_error tracks field paths through serde_json's streaming
-    // deserializer, which is what lets the message name the offending field.
-    let text = value.to_string();
-    let mut de = serde_json::Deserializer::from_str(&text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            RpcError::invalid_params(format!("Invalid parameters: {inner}"))
-        } else {
-            RpcError::invalid_params(format!("Invalid parameters: {path}: {inner}"))
-        }
-    })
+    quorum_core::params::decode(params).map_err(RpcError::invalid_params)
 }
 
 /// The completion of an operation that answers `true` on success (SPDK's delete and

@@ -2,6 +2,12 @@
 //! told to fail, hold, corrupt or bounce (NOMEM) the next `num` I/Os of a type, so the layers
 //! above (a quorum) can be tested against every kind of child misbehaviour.
 //!
+//! One difference from SPDK: `corrupt_data` on a write corrupts a private copy of the data,
+//! which is what reaches the base; the caller's buffer is never changed. SPDK XORs the
+//! caller's buffer in place, which no real disk does (a disk that stores bad data never
+//! changes host memory), and which would corrupt every child of a quorum at once, since
+//! they all write from the one buffer the quorum was given (issue 13, defect 3).
+//!
 //! Injection rules are shared by every reactor's channel and read on the data path, so they
 //! are atomics; the count of I/Os still to affect is taken with a compare-and-swap, as SPDK
 //! does, so two reactors never both consume the last one.
@@ -17,8 +23,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::index::ModuleIndex;
-use super::passthru::{register_stacked, ChannelDirectory, Passthru};
+use super::passthru::{register_stacked, ChannelDirectory, Passthru, Slab};
 use crate::bdev::{Bdev, BdevBackend, BdevChannel, BdevError, IoBuf, IoDone, IoHandle, IoType};
+use crate::runtime::buf::DmaBuf;
 use crate::runtime::Runtime;
 
 /// SPDK's product name for error bdevs.
@@ -34,8 +41,9 @@ pub enum ErrorType {
     Failure = 1,
     /// Held until the bdev is reset, then aborted (ECANCELED).
     Pending = 2,
-    /// Passed down, with one byte XORed: in the write payload before it goes down, in the
-    /// read data after it comes back.
+    /// Passed down, with one byte XORed: in a private copy of the write payload that goes
+    /// down instead of the caller's (see the module doc), in the read data after it comes
+    /// back.
     CorruptData = 3,
     /// Completes with ENOMEM, which the bdev layer retries, as SPDK's NOMEM status.
     Nomem = 4,
@@ -147,18 +155,13 @@ impl Rule {
         ErrorType::from_u8(self.error_type.load(Ordering::Relaxed))
     }
 
-    /// XORs the configured byte of `buf`, if the offset falls inside it (SPDK ignores an
+    /// XORs the configured byte of `data`, if the offset falls inside it (SPDK ignores an
     /// offset past the data).
-    fn corrupt(&self, buf: IoBuf) {
+    fn corrupt(&self, data: &mut [u8]) {
         let offset = self.corrupt_offset.load(Ordering::Relaxed);
         let value = self.corrupt_value.load(Ordering::Relaxed);
-        let Ok(offset) = usize::try_from(offset) else {
-            return;
-        };
-        if offset < buf.len() {
-            // SAFETY: the I/O owning the buffer is in this module's hands (submitted to it and
-            // not yet completed), and nothing else touches its memory meanwhile.
-            unsafe { buf.as_mut_slice()[offset] ^= value };
+        if let Some(byte) = usize::try_from(offset).ok().and_then(|o| data.get_mut(o)) {
+            *byte ^= value;
         }
     }
 }
@@ -181,6 +184,12 @@ impl ErrorDisk {
 
 /// Marks, in the parent's `driver_ctx[0]`, a read whose data is corrupted on completion.
 const CORRUPT_ON_COMPLETION: u64 = 1;
+/// Marks, in the parent's `driver_ctx[0]`, a write sent down from a corrupted private copy,
+/// whose key in the channel's bounce table is in `driver_ctx[1]`.
+const SENT_FROM_COPY: u64 = 2;
+
+/// Corrupted writes in flight a channel holds copies for before its table has to grow.
+const BOUNCE_CAPACITY: usize = 16;
 
 /// Pending I/Os a channel holds before its queue has to grow.
 const PENDING_CAPACITY: usize = 64;
@@ -193,6 +202,8 @@ struct ErrorChannel {
     in_flight: Cell<u64>,
     /// I/Os held by the `pending` injection until a reset.
     pending: RefCell<VecDeque<IoHandle>>,
+    /// Corrupted copies of writes at the base, each with the caller's buffer it replaces.
+    bounces: Slab<(DmaBuf, IoBuf)>,
 }
 
 impl ErrorChannel {
@@ -210,6 +221,21 @@ impl ErrorChannel {
                     reset.complete(Ok(()));
                 }
             });
+    }
+
+    /// Points the write `io` at a copy of its data with the rule's byte corrupted, keeping
+    /// the caller's buffer to restore at completion: the caller's memory is never changed.
+    fn send_from_corrupted_copy(&self, io: &mut IoHandle, rule: &Rule) {
+        let mut copy = DmaBuf::new(io.buf.len());
+        // SAFETY: the write is in this module's hands (submitted, not completed), so its
+        // buffer is valid and nobody changes it meanwhile; it is only read here.
+        copy.as_mut_slice()
+            .copy_from_slice(unsafe { io.buf.as_slice() });
+        rule.corrupt(copy.as_mut_slice());
+        // SAFETY: the copy stays in the bounce table until the write completes.
+        let view = unsafe { IoBuf::from_dma(&mut copy) };
+        let callers = std::mem::replace(&mut io.buf, view);
+        io.driver_ctx = [SENT_FROM_COPY, self.bounces.insert((copy, callers))];
     }
 
     fn abort_pending(&self) {
@@ -238,7 +264,7 @@ impl BdevChannel for ErrorChannel {
                 io.driver_ctx[0] = 0;
                 if let (Some(ErrorType::CorruptData), Some(rule)) = (chosen, rule) {
                     match io.io_type {
-                        IoType::Write => rule.corrupt(io.buf),
+                        IoType::Write => self.send_from_corrupted_copy(&mut io, rule),
                         IoType::Read => io.driver_ctx[0] = CORRUPT_ON_COMPLETION,
                         _ => {}
                     }
@@ -256,15 +282,26 @@ impl BdevChannel for ErrorChannel {
 
 impl IoDone for ErrorChannel {
     fn io_done(&self, child: IoHandle) {
-        let Some((parent, status)) = self.pass.finish(child) else {
+        let Some((mut parent, status)) = self.pass.finish(child) else {
             return;
         };
         self.in_flight.set(self.in_flight.get() - 1);
-        if status.is_ok() && parent.driver_ctx[0] == CORRUPT_ON_COMPLETION {
-            // SPDK corrupts with the rule as it is now, not as it was at submission.
-            if let Some(rule) = self.disk.rule(IoType::Read) {
-                rule.corrupt(parent.buf);
+        match parent.driver_ctx[0] {
+            CORRUPT_ON_COMPLETION if status.is_ok() => {
+                // SPDK corrupts with the rule as it is now, not as it was at submission.
+                if let Some(rule) = self.disk.rule(IoType::Read) {
+                    // SAFETY: the read completed below and is in this module's hands until
+                    // it completes upwards; nothing else touches its buffer meanwhile.
+                    rule.corrupt(unsafe { parent.buf.as_mut_slice() });
+                }
             }
+            SENT_FROM_COPY => {
+                if let Some((copy, callers)) = self.bounces.remove(parent.driver_ctx[1]) {
+                    parent.buf = callers;
+                    drop(copy);
+                }
+            }
+            _ => {}
         }
         parent.complete(status);
     }
@@ -279,7 +316,7 @@ impl BdevBackend for ErrorBackend {
     }
 
     /// What the base supports (SPDK's bdev_part delegates to the base), but zcopy: injected
-    /// corruption is written into the caller's buffer, which a lent view of the base's
+    /// read corruption is written into the caller's buffer, which a lent view of the base's
     /// memory would bypass.
     fn io_type_supported(&self, io_type: IoType) -> bool {
         io_type != IoType::Zcopy && self.0.base.io_type_supported(io_type)
@@ -292,6 +329,7 @@ impl BdevBackend for ErrorBackend {
             pass,
             in_flight: Cell::new(0),
             pending: RefCell::new(VecDeque::with_capacity(PENDING_CAPACITY)),
+            bounces: Slab::with_capacity(BOUNCE_CAPACITY),
         })?;
         disk.channels.add(&channel);
         Ok(channel)

@@ -81,6 +81,20 @@ impl quorum_bdev::bdev::IoDone for Recorder {
     }
 }
 
+/// One I/O for [`submit_all`].
+pub struct Op {
+    /// Where it goes.
+    pub bdev: std::sync::Arc<quorum_bdev::bdev::Bdev>,
+    /// What it is.
+    pub io_type: quorum_bdev::bdev::IoType,
+    /// First block.
+    pub offset_blocks: u64,
+    /// Block count.
+    pub num_blocks: u64,
+    /// Its data: empty for a data-less type or a zcopy; a read's is its buffer's length.
+    pub data: Vec<u8>,
+}
+
 /// Submits `ops` to the same blocks of `bdev` in one go on reactor 0, all in flight at once
 /// (each with its data, empty for a data-less type or a zcopy; a read's is its buffer's
 /// length), and waits for them. Returns their deliveries in the order they came.
@@ -91,20 +105,34 @@ pub fn submit_together(
     num_blocks: u64,
     ops: Vec<(quorum_bdev::bdev::IoType, Vec<u8>)>,
 ) -> Vec<Delivery> {
+    let ops = ops
+        .into_iter()
+        .map(|(io_type, data)| Op {
+            bdev: bdev.clone(),
+            io_type,
+            offset_blocks,
+            num_blocks,
+            data,
+        })
+        .collect();
+    submit_all(rt, ops)
+}
+
+/// Submits `ops` in order in one go on reactor 0, all in flight at once, and waits for them.
+/// Returns their deliveries (tagged with their position) in the order they came.
+pub fn submit_all(rt: &Runtime, ops: Vec<Op>) -> Vec<Delivery> {
     use quorum_bdev::bdev::{IoBuf, IoHandle};
     use quorum_bdev::runtime::buf::DmaBuf;
     let n = ops.len();
     let (tx, rx) = crossbeam_channel::unbounded();
     let (bufs_tx, bufs_rx) = crossbeam_channel::bounded(1);
-    let bdev = bdev.clone();
     rt.send_msg(0, move || {
-        let channel = bdev.io_channel().unwrap();
         let done: std::rc::Rc<dyn quorum_bdev::bdev::IoDone> = std::rc::Rc::new(Recorder { tx });
         let mut bufs: Vec<Option<DmaBuf>> = Vec::new();
-        for (tag, (io_type, data)) in ops.into_iter().enumerate() {
-            let mut buf = (!data.is_empty()).then(|| {
-                let mut b = DmaBuf::new(data.len());
-                b.as_mut_slice().copy_from_slice(&data);
+        for (tag, op) in ops.into_iter().enumerate() {
+            let mut buf = (!op.data.is_empty()).then(|| {
+                let mut b = DmaBuf::new(op.data.len());
+                b.as_mut_slice().copy_from_slice(&op.data);
                 b
             });
             // SAFETY: the buffers go to the test thread, which keeps them until every
@@ -114,14 +142,14 @@ pub fn submit_together(
                 .map_or(IoBuf::NONE, |b| unsafe { IoBuf::from_dma(b) });
             bufs.push(buf);
             let io = IoHandle::new(
-                io_type,
-                offset_blocks,
-                num_blocks,
+                op.io_type,
+                op.offset_blocks,
+                op.num_blocks,
                 view,
                 done.clone(),
                 tag as u64,
             );
-            channel.submit(io);
+            op.bdev.io_channel().unwrap().submit(io);
         }
         let _ = bufs_tx.send(bufs);
     });

@@ -15,7 +15,7 @@ pub const BUCKETS: &[(&str, &[&str])] = &[
     ("memcpy", &["memcpy", "memmove"]),
     (
         "quorum module (fan-out, vote, completion)",
-        &["modules::quorum"],
+        &["modules::quorum", "quorum_core::"],
     ),
     ("child bdev modules (null, malloc, uring)", &["modules::"]),
     (
@@ -165,6 +165,11 @@ mod tests {
         assert_eq!(of("memset"), "null child: memset of read buffers");
         assert_eq!(
             of("QuorumChannel"),
+            "quorum module (fan-out, vote, completion)"
+        );
+        // The host-neutral quorum (its own crate) counts as quorum code too.
+        assert_eq!(
+            bucket("quorum_core::io::QuorumIo::vote", false),
             "quorum module (fan-out, vote, completion)"
         );
         assert_eq!(

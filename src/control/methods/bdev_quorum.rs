@@ -1,12 +1,14 @@
-//! The quorum RPCs (CONTRACT section 2): thin wrappers over `modules::quorum`.
+//! The quorum RPCs (CONTRACT section 2): params and answers are `quorum_core::params`' (the
+//! SPDK module decodes and answers the same), the work is `modules::quorum`'s.
 
-use std::sync::{Arc, Mutex};
-
-use serde::Deserialize;
+use quorum_core::events::merged;
+use quorum_core::params::{
+    ChildParams, CreateParams, DeleteParams, GetBdevsParams, GetEventsParams, QuorumInfo,
+};
 use serde_json::{json, Value};
 
 use crate::control::rpc::{parse_params, reply_now, reply_true, Ctx, Reply, RpcError, RpcMethod};
-use crate::modules::quorum::{self, QuorumOptions, ReadPattern};
+use crate::modules::quorum;
 
 /// This file's methods.
 pub fn methods() -> Vec<RpcMethod> {
@@ -38,56 +40,20 @@ pub fn methods() -> Vec<RpcMethod> {
     ]
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateParams {
-    name: String,
-    base_bdevs: Vec<String>,
-    vote_threshold: usize,
-    #[serde(default)]
-    read_pattern: ReadPattern,
-    #[serde(default)]
-    blkverify: bool,
-    #[serde(default)]
-    rewrite_corrupted: bool,
-    /// Not in the contract's list but accepted as SPDK's raid does, so `save_config` can
-    /// bring a quorum back with the same identity.
-    uuid: Option<uuid::Uuid>,
-}
-
 fn create(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
         let p: CreateParams = parse_params(params)?;
-        let options = QuorumOptions {
-            vote_threshold: p.vote_threshold,
-            read_pattern: p.read_pattern,
-            blkverify: p.blkverify,
-            rewrite_corrupted: p.rewrite_corrupted,
-        };
-        let bdev = quorum::create(&ctx.rt, &p.name, &p.base_bdevs, options, p.uuid)?;
+        let bdev = quorum::create(&ctx.rt, &p.name, &p.base_bdevs, p.options(), p.uuid)?;
         Ok(json!(bdev.name()))
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameParams {
-    name: String,
-}
-
 fn delete(ctx: &Ctx, params: Option<Value>, reply: Reply) {
-    let p: NameParams = match parse_params(params) {
+    let p: DeleteParams = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
     quorum::delete(&ctx.rt, &p.name, reply_true(reply));
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChildParams {
-    name: String,
-    base_bdev: String,
 }
 
 fn add_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
@@ -106,16 +72,10 @@ fn remove_child(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     quorum::remove_child(&ctx.rt, &p.name, &p.base_bdev, reply_true(reply));
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GetParams {
-    name: Option<String>,
-}
-
 /// Per quorum: options, children and per-child counters summed over every reactor. The
 /// quorums are visited one after another; the reply goes out when the last one is summed.
 fn get_bdevs(ctx: &Ctx, params: Option<Value>, reply: Reply) {
-    let p: GetParams = match parse_params(params) {
+    let p: GetBdevsParams = match parse_params(params) {
         Ok(p) => p,
         Err(e) => return reply(Err(e)),
     };
@@ -126,77 +86,34 @@ fn get_bdevs(ctx: &Ctx, params: Option<Value>, reply: Reply) {
         },
         None => quorum::list(&ctx.rt),
     };
-    let results = Arc::new(Mutex::new(Vec::new()));
-    collect_next(quorums, 0, results, reply);
+    collect_next(quorums, 0, Vec::new(), reply);
 }
 
 fn collect_next(
     quorums: Vec<quorum::QuorumEntry>,
     index: usize,
-    results: Arc<Mutex<Vec<Value>>>,
+    mut results: Vec<QuorumInfo>,
     reply: Reply,
 ) {
     let Some((bdev, shared)) = quorums.get(index).cloned() else {
-        let all = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
-        return reply(Ok(Value::Array(all)));
+        return reply(Ok(json!(results)));
     };
     let s2 = shared.clone();
-    shared.collect_counters(&bdev, move |counters| {
-        let o = s2.options();
-        let children: Vec<Value> = counters
-            .into_iter()
-            .map(|(name, c)| {
-                json!({
-                    "name": name,
-                    "reads": c.reads,
-                    "writes": c.writes,
-                    "flushes": c.flushes,
-                    "io_errors": c.io_errors,
-                    "bad_versions": c.bad_versions,
-                    "rewrites": c.rewrites,
-                })
-            })
-            .collect();
-        results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(json!({
-                "name": s2.name(),
-                "vote_threshold": o.vote_threshold,
-                "read_pattern": o.read_pattern.as_str(),
-                "blkverify": o.blkverify,
-                "rewrite_corrupted": o.rewrite_corrupted,
-                "num_children": children.len(),
-                "children": children,
-            }));
+    shared.collect_counters(&bdev, move |children| {
+        results.push(QuorumInfo::new(s2.name(), s2.options(), children));
         collect_next(quorums, index + 1, results, reply)
     });
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EventsParams {
-    name: Option<String>,
-    since: Option<u64>,
-    max: Option<usize>,
-}
-
 fn get_events(ctx: &Ctx, params: Option<Value>, reply: Reply) {
     reply_now(reply, || {
-        let p: EventsParams = parse_params(params)?;
+        let p: GetEventsParams = parse_params(params)?;
         let quorums = match &p.name {
             Some(name) => vec![quorum::find(&ctx.rt, name)?],
             None => quorum::list(&ctx.rt),
         };
-        let since = p.since.unwrap_or(0);
-        let max = p.max.unwrap_or(usize::MAX);
-        let mut events: Vec<_> = quorums
-            .iter()
-            .flat_map(|(_, q)| q.events().since(since, max))
-            .collect();
-        events.sort_by_key(|e| e.id);
-        events.truncate(max);
-        serde_json::to_value(events)
-            .map_err(|e| RpcError::new(crate::control::rpc::INTERNAL_ERROR, e.to_string()))
+        let logs = quorums.iter().map(|(_, q)| q.events());
+        let events = merged(logs, p.since.unwrap_or(0), p.max.unwrap_or(usize::MAX));
+        Ok(json!(events))
     })
 }

@@ -1,5 +1,8 @@
-//! Test-only: A literal transcription of QEMU's algorithm, written without looking at the fast implementation: linked lists become `Vec`s with `insert(0, ..)`, return codes are QEMU's `0 / -errno`, every successful read is SHA-256 hashed.
-//! Shared by the voting unit tests and the module-level model test.
+//! QEMU's quorum algorithm transcribed literally, as a test oracle for the fast vote and for
+//! each host's model tests: written without looking at the fast implementation, linked lists
+//! become `Vec`s with `insert(0, ..)`, return codes are QEMU's `0 / -errno`, and every
+//! successful read is SHA-256 hashed. Built for tests, and for other crates with the
+//! `reference` feature.
 
 use sha2::{Digest, Sha256};
 
@@ -60,6 +63,7 @@ pub fn vote_error(rets: &[i32]) -> i32 {
     ret
 }
 
+/// What QEMU does for one parent I/O, as seen from outside.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// 0 or -errno, what the parent I/O returns.
@@ -68,6 +72,21 @@ pub struct Outcome {
     pub copied_from: Option<usize>,
     /// (child, errno) of every REPORT_BAD event; errno 0 = no error.
     pub report_bad: Vec<(usize, i32)>,
+}
+
+/// Each child's completion as QEMU's `*_entry` callbacks count it: the successes, and a
+/// REPORT_BAD with its errno for each failure.
+fn completions(rets: &[i32]) -> (usize, Vec<(usize, i32)>) {
+    let mut report_bad = Vec::new();
+    let mut success_count = 0;
+    for (i, &r) in rets.iter().enumerate() {
+        if r == 0 {
+            success_count += 1;
+        } else {
+            report_bad.push((i, -r));
+        }
+    }
+    (success_count, report_bad)
 }
 
 /// `read_quorum_children` + `read_quorum_children_entry` +
@@ -83,15 +102,7 @@ pub fn read(children: &[Result<Vec<u8>, i32>], threshold: usize) -> Outcome {
             Err(r) => *r,
         })
         .collect();
-    let mut report_bad = Vec::new();
-    let mut success_count = 0;
-    for (i, &r) in rets.iter().enumerate() {
-        if r == 0 {
-            success_count += 1;
-        } else {
-            report_bad.push((i, -r));
-        }
-    }
+    let (success_count, mut report_bad) = completions(&rets);
     let buf = |i: usize| children[i].as_ref().unwrap();
     // quorum_has_too_much_io_failed
     if success_count < threshold {
@@ -157,20 +168,40 @@ pub fn read(children: &[Result<Vec<u8>, i32>], threshold: usize) -> Outcome {
 
 /// `quorum_co_pwritev` + `write_quorum_entry`.
 pub fn write(rets: &[i32], threshold: usize) -> Outcome {
-    let mut report_bad = Vec::new();
-    let mut success_count = 0;
-    for (i, &r) in rets.iter().enumerate() {
-        if r == 0 {
-            success_count += 1;
-        } else {
-            report_bad.push((i, -r));
-        }
-    }
+    let (success_count, report_bad) = completions(rets);
     let ret = if success_count < threshold {
         vote_error(rets)
     } else {
         0
     };
+    Outcome {
+        ret,
+        copied_from: None,
+        report_bad,
+    }
+}
+
+/// `read_fifo_child`: child 0 first, the next on failure, each failure reported; the first
+/// success is returned, else the last child's error. `children[i]` is `Ok(data)` or
+/// `Err(-errno)`.
+pub fn read_fifo(children: &[Result<Vec<u8>, i32>]) -> Outcome {
+    let mut report_bad = Vec::new();
+    let mut ret = 0;
+    for (n, child) in children.iter().enumerate() {
+        match child {
+            Ok(_) => {
+                return Outcome {
+                    ret: 0,
+                    copied_from: Some(n),
+                    report_bad,
+                }
+            }
+            Err(r) => {
+                report_bad.push((n, -r));
+                ret = *r;
+            }
+        }
+    }
     Outcome {
         ret,
         copied_from: None,

@@ -1,27 +1,29 @@
-//! Per-child counters of `bdev_quorum_get_bdevs`. Each reactor counts in plain cells (one
-//! writer, no atomics on the data path); the RPC sums them across reactors on demand.
+//! Per-child counters of `bdev_quorum_get_bdevs`. Each host thread (a reactor, an SPDK
+//! thread) counts in plain cells of its own (one writer, no atomics on the data path); the
+//! RPC sums them across threads on demand. The state machine ([`crate::io`]) does the
+//! counting, so both hosts count the same things.
 
 use std::cell::Cell;
 
 use serde::Serialize;
 
-use crate::bdev::IoType;
+use crate::io::IoKind;
 
-/// One reactor's counters for one child.
+/// One host thread's counters for one child; only the state machine changes them.
 #[derive(Default)]
 pub struct ChildCounters {
     /// Reads sent to the child.
-    pub reads: Cell<u64>,
+    reads: Cell<u64>,
     /// Writes, write_zeroes and unmaps sent to the child.
-    pub writes: Cell<u64>,
+    writes: Cell<u64>,
     /// Flushes sent to the child.
-    pub flushes: Cell<u64>,
+    flushes: Cell<u64>,
     /// Child I/O that failed.
-    pub io_errors: Cell<u64>,
+    io_errors: Cell<u64>,
     /// Reads where the child returned data that lost the vote.
-    pub bad_versions: Cell<u64>,
+    bad_versions: Cell<u64>,
     /// Rewrites of winning data to this child.
-    pub rewrites: Cell<u64>,
+    rewrites: Cell<u64>,
 }
 
 /// Counters as numbers, for summing and reporting.
@@ -43,14 +45,29 @@ pub struct CounterSnapshot {
 
 impl ChildCounters {
     /// Counts an I/O sent to the child.
-    pub fn count_submit(&self, io_type: IoType) {
-        let cell = match io_type {
-            IoType::Read | IoType::Zcopy => &self.reads,
-            IoType::Write | IoType::WriteZeroes | IoType::Unmap => &self.writes,
-            IoType::Flush => &self.flushes,
-            IoType::Reset => return,
+    pub(crate) fn count_submit(&self, kind: IoKind) {
+        let cell = match kind {
+            IoKind::Read => &self.reads,
+            IoKind::Write | IoKind::WriteZeroes | IoKind::Unmap => &self.writes,
+            IoKind::Flush => &self.flushes,
+            IoKind::Reset => return,
         };
-        cell.set(cell.get() + 1);
+        bump(cell);
+    }
+
+    /// Counts a failed child I/O.
+    pub(crate) fn count_error(&self) {
+        bump(&self.io_errors);
+    }
+
+    /// Counts a read whose data lost the vote.
+    pub(crate) fn count_bad_version(&self) {
+        bump(&self.bad_versions);
+    }
+
+    /// Counts a rewrite of the winning data to the child.
+    pub(crate) fn count_rewrite(&self) {
+        bump(&self.rewrites);
     }
 
     /// The current values.
@@ -64,6 +81,10 @@ impl ChildCounters {
             rewrites: self.rewrites.get(),
         }
     }
+}
+
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get() + 1);
 }
 
 impl CounterSnapshot {

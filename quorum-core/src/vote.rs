@@ -51,7 +51,7 @@
 //!   `quorum_co_flush` succeed iff `success_count >= threshold`, otherwise they
 //!   return the error vote.
 //! * **blkverify** — `quorum_compare` aborts on the first difference, printing
-//!   its offset; [`first_difference`] provides that offset.
+//!   its offset; [`ChildBytes::first_difference`] provides that offset.
 //!
 //! # Cost
 //!
@@ -66,16 +66,18 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::bytes::ChildBytes;
+
 /// The most children one vote can handle; [`ChildSet`] is a `u64` bit set so
 /// that verdicts stay `Copy`-sized and allocation-free.
 pub const MAX_CHILDREN: usize = 64;
 
-/// Result of one child's I/O as seen by the vote: `Ok(data)` for reads
-/// (`Ok(&[])` for writes), `Err(positive errno)`.
+/// Result of one child's read as seen by the vote: `Ok(data)`, or
+/// `Err(positive errno)`.
 ///
-/// Borrowing the child's buffer lets the vote run without copying data; the
-/// caller copies only the winner.
-pub type ChildResult<'a> = Result<&'a [u8], i32>;
+/// Borrowing the child's buffer (contiguous or in segments) lets the vote run
+/// without copying data; the caller copies only the winner.
+pub type ChildResult<'a> = Result<ChildBytes<'a>, i32>;
 
 /// Bit set of child indices (up to [`MAX_CHILDREN`] children).
 ///
@@ -91,6 +93,19 @@ impl ChildSet {
     /// Creates an empty set; provided alongside [`Default`] for `const` use.
     pub const fn new() -> Self {
         ChildSet(0)
+    }
+
+    /// Children `0..n`: every child of a quorum, the participants of most I/Os.
+    ///
+    /// # Panics
+    /// If `n > MAX_CHILDREN` (a configuration error, never data dependent).
+    pub const fn first(n: usize) -> Self {
+        assert!(n <= MAX_CHILDREN, "more children than MAX_CHILDREN");
+        if n == MAX_CHILDREN {
+            ChildSet(u64::MAX)
+        } else {
+            ChildSet((1u64 << n) - 1)
+        }
     }
 
     /// Adds child `i`; how the vote accumulates failed and mismatched children.
@@ -260,37 +275,53 @@ pub fn vote_errno(errnos: impl Iterator<Item = i32> + Clone) -> i32 {
 /// Vote on a completed write / flush / unmap / write_zeroes.
 ///
 /// Exists because every non-read operation shares QEMU's rule: success iff at
-/// least `threshold` children succeeded, otherwise the error vote. A
-/// `threshold` of 0 is treated as 1 (QEMU rejects it at open time).
+/// least `threshold` children succeeded, otherwise the error vote (see
+/// [`write_outcome`]). A `threshold` of 0 is treated as 1 (QEMU rejects it at
+/// open time).
 ///
 /// # Panics
 /// If `results.len() > MAX_CHILDREN`.
 pub fn vote_write(results: &[Result<(), i32>], threshold: usize) -> Verdict {
     assert!(results.len() <= MAX_CHILDREN, "too many children");
-    let threshold = threshold.max(1);
-    let mut failed = ChildSet::EMPTY;
-    let mut first_ok = None;
-    let mut successes = 0usize;
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok(()) => {
-                successes += 1;
-                first_ok.get_or_insert(i);
-            }
-            Err(_) => failed.insert(i),
-        }
-    }
-    match first_ok {
-        Some(winner) if successes >= threshold => Verdict::Ok {
+    let failed: ChildSet = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.is_err().then_some(i))
+        .collect();
+    let successes = results.len() - failed.len();
+    let errnos = results.iter().filter_map(|r| r.err());
+    match (
+        write_outcome(successes, errnos, threshold),
+        results.iter().position(Result::is_ok),
+    ) {
+        (Ok(()), Some(winner)) => Verdict::Ok {
             winner,
             mismatched: ChildSet::EMPTY,
             failed,
         },
-        _ => Verdict::Failed {
-            errno: positive_or_eio(vote_errno(results.iter().filter_map(|r| r.err()))),
+        (outcome, _) => Verdict::Failed {
+            errno: outcome.err().unwrap_or(libc::EIO),
             mismatched: ChildSet::EMPTY,
             failed,
         },
+    }
+}
+
+/// QEMU's rule for a write-like operation from counts alone: `Ok` iff at least
+/// `threshold` (0 counts as 1) children succeeded, else the errno most failing
+/// children returned (`errnos`, in child order; EIO when there is none).
+///
+/// Exists for the state machine, which knows the count and the failed children
+/// and so needs no per-child table on the common path.
+pub fn write_outcome(
+    successes: usize,
+    errnos: impl Iterator<Item = i32> + Clone,
+    threshold: usize,
+) -> Result<(), i32> {
+    if successes >= threshold.max(1) {
+        Ok(())
+    } else {
+        Err(positive_or_eio(vote_errno(errnos)))
     }
 }
 
@@ -305,30 +336,6 @@ pub fn vote_write(results: &[Result<(), i32>], threshold: usize) -> Verdict {
 /// If `results.len() > MAX_CHILDREN`.
 pub fn vote_read(results: &[ChildResult<'_>], threshold: usize) -> Verdict {
     vote_read_with(results, threshold, Grouping::Auto)
-}
-
-/// First differing byte between two buffers, for blkverify's message.
-///
-/// Exists because QEMU's blkverify mode reports the offset of the first
-/// mismatch (`qemu_iovec_compare`) rather than just "different". If one
-/// buffer is a strict prefix of the other, the shorter length is returned.
-/// Compares 256-byte chunks with `memcmp` first so long equal prefixes stay
-/// fast.
-pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    const CHUNK: usize = 256;
-    let common = a.len().min(b.len());
-    let mut offset = 0;
-    for (ca, cb) in a[..common].chunks(CHUNK).zip(b[..common].chunks(CHUNK)) {
-        if ca != cb {
-            return ca
-                .iter()
-                .zip(cb)
-                .position(|(x, y)| x != y)
-                .map(|p| offset + p);
-        }
-        offset += ca.len();
-    }
-    (a.len() != b.len()).then_some(common)
 }
 
 /// Cost of one SHA-256 digest of a buffer divided by the cost of one
@@ -443,7 +450,7 @@ fn positive_or_eio(errno: i32) -> i32 {
     }
 }
 
-fn data<'a>(results: &[ChildResult<'a>], i: usize) -> &'a [u8] {
+fn data<'a>(results: &[ChildResult<'a>], i: usize) -> ChildBytes<'a> {
     match results[i] {
         Ok(d) => d,
         Err(_) => unreachable!("child {i} is not a successful read"),
@@ -455,10 +462,11 @@ fn vote_read_with(results: &[ChildResult<'_>], threshold: usize, grouping: Group
     let threshold = threshold.max(1);
     let mut failed = ChildSet::EMPTY;
     let mut ok = ChildSet::EMPTY;
+    // Bits set directly: `i` < MAX_CHILDREN, checked above once for all.
     for (i, r) in results.iter().enumerate() {
         match r {
-            Ok(_) => ok.insert(i),
-            Err(_) => failed.insert(i),
+            Ok(_) => ok.0 |= 1 << i,
+            Err(_) => failed.0 |= 1 << i,
         }
     }
 
@@ -476,12 +484,11 @@ fn vote_read_with(results: &[ChildResult<'_>], threshold: usize, grouping: Group
     let mut it = ok.iter();
     let first = it.next().expect("threshold >= 1 successful children");
     let rep = data(results, first);
-    let mut agree = ChildSet::EMPTY;
-    agree.insert(first);
+    let mut agree = ChildSet(1 << first);
     let mut diverged = None;
     for j in it {
         if data(results, j) == rep {
-            agree.insert(j);
+            agree.0 |= 1 << j;
         } else {
             diverged = Some(j);
             break;
@@ -552,10 +559,10 @@ fn group_by_hash(
 ) -> Versions {
     let mut digests = [[0u8; 32]; MAX_CHILDREN];
     let mut v = Versions::new();
-    digests[0] = Sha256::digest(data(results, first)).into();
+    digests[0] = digest(data(results, first));
     v.push(first, agree);
     for j in rest.iter() {
-        let h: [u8; 32] = Sha256::digest(data(results, j)).into();
+        let h = digest(data(results, j));
         match (0..v.n).find(|&g| digests[g] == h) {
             Some(g) => v.members[g].insert(j),
             None => {
@@ -567,13 +574,22 @@ fn group_by_hash(
     v
 }
 
+/// SHA-256 of a child's data, fed run by run.
+fn digest(data: ChildBytes<'_>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for run in data.runs() {
+        hasher.update(run);
+    }
+    hasher.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use libc::{EINVAL, EIO, ENOMEM, ENOSPC, EROFS};
     use proptest::prelude::*;
 
-    use super::super::reference;
+    use crate::reference;
 
     /// Converts a fast verdict into the reference's observable outcome.
     fn observe(v: &Verdict, errnos: &[Option<i32>], is_read: bool) -> reference::Outcome {
@@ -617,9 +633,9 @@ mod tests {
         ix.iter().copied().collect()
     }
 
-    const A: &[u8] = b"aaaaaaaa";
-    const B: &[u8] = b"aaaaaaab";
-    const C: &[u8] = b"caaaaaaa";
+    const A: ChildBytes<'static> = ChildBytes::Flat(b"aaaaaaaa");
+    const B: ChildBytes<'static> = ChildBytes::Flat(b"aaaaaaab");
+    const C: ChildBytes<'static> = ChildBytes::Flat(b"caaaaaaa");
 
     #[test]
     fn all_agree_winner_is_first_successful() {
@@ -817,7 +833,14 @@ mod tests {
 
     #[test]
     fn empty_buffers_agree() {
-        let v = read_all_paths(&[Ok(&[]), Ok(&[]), Err(EIO)], 2);
+        let v = read_all_paths(
+            &[
+                Ok(ChildBytes::Flat(&[])),
+                Ok(ChildBytes::Flat(&[])),
+                Err(EIO),
+            ],
+            2,
+        );
         assert!(matches!(v, Verdict::Ok { winner: 0, .. }));
     }
 
@@ -856,7 +879,7 @@ mod tests {
     #[test]
     fn sixty_four_children() {
         let bufs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i % 3; 4096]).collect();
-        let mut r: Vec<ChildResult<'_>> = bufs.iter().map(|b| Ok(&b[..])).collect();
+        let mut r: Vec<ChildResult<'_>> = bufs.iter().map(|b| Ok(b[..].into())).collect();
         // Versions by i % 3 have 22, 21, 21 children; child 63 (version 0)
         // fails, making it a three-way tie at 21: version 2 (first seen last)
         // wins.
@@ -867,7 +890,7 @@ mod tests {
         assert_eq!(v.mismatched().len(), 42);
         assert!(!v.mismatched().contains(62) && v.mismatched().contains(60));
         // Child 62 (version 2) fails instead: 22, 21, 20 -> version 0.
-        r[63] = Ok(&bufs[63][..]);
+        r[63] = Ok(bufs[63][..].into());
         r[62] = Err(ENOSPC);
         let v = read_all_paths(&r, 22);
         assert!(matches!(v, Verdict::Ok { winner: 0, .. }));
@@ -890,6 +913,9 @@ mod tests {
         s.remove(5);
         s.remove(100);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![0, 63]);
+        assert_eq!(ChildSet::first(0), ChildSet::EMPTY);
+        assert_eq!(ChildSet::first(3).iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(ChildSet::first(64).len(), 64);
     }
 
     #[test]
@@ -897,22 +923,6 @@ mod tests {
     fn too_many_children_panics() {
         let r: Vec<ChildResult<'_>> = vec![Ok(A); 65];
         vote_read(&r, 1);
-    }
-
-    #[test]
-    fn first_difference_offsets() {
-        let a = vec![7u8; 10_000];
-        let mut b = a.clone();
-        assert_eq!(first_difference(&a, &b), None);
-        b[9_999] = 0;
-        assert_eq!(first_difference(&a, &b), Some(9_999));
-        b[300] = 0;
-        assert_eq!(first_difference(&a, &b), Some(300));
-        b[0] = 0;
-        assert_eq!(first_difference(&a, &b), Some(0));
-        assert_eq!(first_difference(&a[..5], &a[..9]), Some(5));
-        assert_eq!(first_difference(&[], &[]), None);
-        assert_eq!(first_difference(&[], &[1]), Some(0));
     }
 
     #[test]
@@ -949,11 +959,33 @@ mod tests {
 
     fn check_case(base: &[u8], kids: &[Result<usize, i32>], threshold: usize) {
         let vars = variants(base);
-        let results: Vec<ChildResult<'_>> = kids.iter().map(|k| k.map(|v| &vars[v][..])).collect();
+        let results: Vec<ChildResult<'_>> =
+            kids.iter().map(|k| k.map(|v| vars[v][..].into())).collect();
         let errnos: Vec<Option<i32>> = kids.iter().map(|k| k.err()).collect();
 
         // Reads.
         let fast = read_all_paths(&results, threshold);
+        // The same data split into segments (each child at its own place, as an SPDK
+        // parent's iovecs may be) gets the same verdict.
+        let pieces: Vec<[std::io::IoSlice<'_>; 2]> = kids
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let bytes = &vars[k.unwrap_or(0)][..];
+                let (head, tail) = bytes.split_at((i * 37) % (bytes.len() + 1));
+                [std::io::IoSlice::new(head), std::io::IoSlice::new(tail)]
+            })
+            .collect();
+        let segmented: Vec<ChildResult<'_>> = kids
+            .iter()
+            .zip(&pieces)
+            .map(|(k, p)| k.map(|_| ChildBytes::Segments(p)))
+            .collect();
+        assert_eq!(
+            read_all_paths(&segmented, threshold),
+            fast,
+            "segmented {kids:?}"
+        );
         let ref_in: Vec<Result<Vec<u8>, i32>> = kids
             .iter()
             .map(|k| k.map(|v| vars[v].clone()).map_err(|e| -e))
@@ -963,7 +995,7 @@ mod tests {
         assert_eq!(got, want, "read {kids:?} threshold {threshold}");
         // Same returned bytes (implied by same index, checked explicitly).
         if let (Some(g), Some(w)) = (got.copied_from, want.copied_from) {
-            assert_eq!(data(&results, g), &ref_in[w].as_ref().unwrap()[..]);
+            assert_eq!(data(&results, g), ref_in[w].as_ref().unwrap()[..].into());
         }
 
         // Writes with the same success/failure pattern.
@@ -1054,7 +1086,7 @@ mod tests {
                     v
                 })
                 .collect();
-            let r: Vec<ChildResult<'_>> = bufs.iter().map(|b| Ok(&b[..])).collect();
+            let r: Vec<ChildResult<'_>> = bufs.iter().map(|b| Ok(b[..].into())).collect();
             for g in [Grouping::Compare, Grouping::Hash] {
                 let iters = (1usize << 27) / len;
                 let t = Instant::now();

@@ -454,6 +454,48 @@ fn nqn(bdev: &str) -> String {
     format!("nqn.2016-06.io.spdk:{}", bdev.to_lowercase())
 }
 
+/// The config entry attaching, as bdev controller `name` (namespace bdev `<name>n1`), the
+/// namespace [`nvmf_export`] made of `bdev` at `addr`:`port` over TCP.
+pub fn nvme_attach(name: &str, addr: &str, port: u16, bdev: &str) -> Value {
+    json!({"method": "bdev_nvme_attach_controller", "params": {
+        "name": name, "trtype": "tcp", "traddr": addr, "trsvcid": port.to_string(),
+        "adrfam": "ipv4", "subnqn": nqn(bdev)}})
+}
+
+/// SPDK's transport ID of the namespace [`nvmf_export`] made of `bdev` on the loopback.
+pub fn nvmf_trid(bdev: &str, port: u16) -> String {
+    format!(
+        "trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:{port} subnqn:{}",
+        nqn(bdev)
+    )
+}
+
+/// SPDK's `spdk_nvme_perf` (its NVMe driver as the host) on the namespace at `trid` for 2 s,
+/// 4 KiB at QD 32 on the second core, with `workload` (its `-w`/`-M` arguments).
+pub fn nvme_perf(trid: &str, workload: &[&str]) -> Output {
+    check_hugepages();
+    spdk_command("build/bin/spdk_nvme_perf")
+        .args([
+            "-c", "0x2", "-s", "128", "-q", "32", "-o", "4096", "-t", "2",
+        ])
+        .arg("-r")
+        .arg(trid)
+        .args(workload)
+        .output()
+        .expect("spdk_nvme_perf runs")
+}
+
+/// The IOPS of `spdk_nvme_perf`'s "Total" line.
+pub fn nvme_perf_total_iops(output: &str) -> f64 {
+    output
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Total"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Total line in spdk_nvme_perf's output: {output}"))
+}
+
 /// A free TCP port on the loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -473,15 +515,12 @@ pub struct Initiator {
 impl Initiator {
     /// An initiator of the namespace of `bdev` exported on `port`.
     pub fn new(dir: &Path, bdev: &str, port: u16) -> Initiator {
-        let nqn = nqn(bdev);
         let config = dir.join(format!("initiator-{bdev}.json"));
         // No examine and no retries: the initiator reads only what the test asks for, once.
         let cfg = with_small_footprint(&json!({"subsystems": [{"subsystem": "bdev", "config": [
             {"method": "bdev_set_options", "params": {"bdev_auto_examine": false}},
             {"method": "bdev_nvme_set_options", "params": {"bdev_retry_count": 0}},
-            {"method": "bdev_nvme_attach_controller", "params": {
-                "name": "N", "trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string(),
-                "adrfam": "ipv4", "subnqn": nqn}}]}]}));
+            nvme_attach("N", "127.0.0.1", port, bdev)]}]}));
         std::fs::write(&config, cfg.to_string()).unwrap();
         Initiator {
             dir: dir.to_path_buf(),

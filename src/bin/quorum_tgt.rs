@@ -123,6 +123,7 @@ fn main() -> ExitCode {
         },
         config: args.json,
         interrupt_mode: args.interrupt_mode,
+        vhost_sock_dir: args.vhost_sock_dir,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
     };
     match app::run(opts) {

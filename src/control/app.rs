@@ -1,7 +1,7 @@
 //! The target daemon's life, as `spdk_tgt`'s: take the RPC socket, start the reactors, apply
 //! the JSON config, serve RPC until SIGINT or SIGTERM, then stop RPC, stop the NBD server
-//! (draining its clients' in-flight I/O), wait until no bdev has I/O in flight, flush every
-//! bdev that can be flushed, unregister the bdevs (top of each stack first) and stop the
+//! and the vhost controllers (draining their clients' in-flight I/O), wait until no bdev has
+//! I/O in flight, flush every bdev that can be flushed, unregister the bdevs (top of each stack first) and stop the
 //! reactors. Draining and flushing each wait at most the shutdown bound, whatever the
 //! children do (a hung child never answers); what was left is logged and makes the exit
 //! status a failure.
@@ -20,7 +20,7 @@ use super::config::{self, ConfigError};
 use super::rpc::Ctx;
 use super::server::{RpcListener, RpcServer, ServerError, SocketAccess};
 use crate::bdev::{blocking, BdevError, BdevRegistry, IoType};
-use crate::exports::nbd;
+use crate::exports::{nbd, vhost_blk};
 use crate::runtime::{Runtime, RuntimeOptions};
 
 /// What the command line decided.
@@ -37,6 +37,8 @@ pub struct AppOptions {
     /// Reactors sleep when idle (`--interrupt-mode`); otherwise they poll, pinned to their
     /// cores.
     pub interrupt_mode: bool,
+    /// Where vhost-user sockets are created (`-S`); the working directory when None.
+    pub vhost_sock_dir: Option<PathBuf>,
     /// How long shutdown waits for in-flight I/O to drain, and then again for the final
     /// flush (`--shutdown-timeout`).
     pub shutdown_timeout: Duration,
@@ -132,6 +134,9 @@ pub fn run(opts: AppOptions) -> Result<(), AppError> {
         context: "starting the reactors",
         source,
     })?;
+    if let Some(dir) = &opts.vhost_sock_dir {
+        vhost_blk::set_socket_dir(&rt, dir.clone());
+    }
     let ctx = Ctx { rt: rt.clone() };
     let serving = match &opts.config {
         Some(path) => config::load_file(&ctx, path).map_err(AppError::from),
@@ -160,7 +165,8 @@ fn shut_down(rt: &Runtime, server: RpcServer, bound: Duration) -> Result<(), App
     wind_down(rt, bound)
 }
 
-/// Everything shutdown does once RPC stopped: NBD stops so no new I/O arrives, in-flight I/O
+/// Everything shutdown does once RPC stopped: NBD and the vhost controllers stop so no new
+/// I/O arrives (a vhost ring drains before it stops), in-flight I/O
 /// drains, every bdev is flushed, then the bdevs are unregistered. Draining and flushing each
 /// wait `bound` at most; what they leave is logged and reported. The fuzz fixtures end every
 /// input with it, so what an input built goes through a real shutdown.
@@ -168,6 +174,7 @@ pub(crate) fn wind_down(rt: &Runtime, bound: Duration) -> Result<(), AppError> {
     let drain_deadline = Instant::now() + bound;
     // Exports go before the flush: their in-flight writes complete and no new ones arrive.
     let mut abandoned = nbd::stop_blocking(rt, drain_deadline);
+    vhost_blk::stop_all_blocking(rt);
     abandoned.extend(drain_io(rt, drain_deadline));
     for what in &abandoned {
         tracing::warn!(%what, "shutdown: abandoned after {} s", bound.as_secs_f64());

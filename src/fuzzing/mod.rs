@@ -58,6 +58,21 @@ const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 /// or a config entry can do writes to it.
 pub const FILE_CHILD: &str = "/tmp/quorum-fuzz-disk";
 
+/// The committed corpus of a target (`fuzz/corpus/<target>/`), sorted: the suite replays it
+/// and checks it covers every target and RPC method, so a run on any machine sees the same
+/// inputs in the same order.
+pub fn corpus_inputs(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a corpus directory entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// This process's scratch directories, one per target: `scripts/fuzz` and the corpus replay
 /// remove it once the process is gone or done.
 pub fn scratch_root() -> PathBuf {
@@ -83,6 +98,11 @@ impl Fixture {
             file.set_len(1 << 20).expect("the fuzz file child's size");
         }
         let rt = Runtime::start(RuntimeOptions::default()).expect("a reactor for a fuzz target");
+        // vhost-user controllers an input creates listen in the scratch directory, never in
+        // the fuzzer's working directory.
+        let vhost_sockets = scratch.join("vhost");
+        std::fs::create_dir_all(&vhost_sockets).expect("vhost socket directory for fuzzing");
+        crate::exports::vhost_blk::set_socket_dir(&rt, vhost_sockets);
         Fixture {
             ctx: Ctx { rt },
             scratch,

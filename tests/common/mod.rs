@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod target;
+pub mod vhost_client;
 
 use quorum_bdev::runtime::{Runtime, RuntimeOptions};
 

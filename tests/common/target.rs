@@ -181,6 +181,9 @@ impl Drop for Target {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if std::thread::panicking() {
+            eprintln!("--- quorum-tgt stderr ---\n{}", self.stderr());
+        }
     }
 }
 

@@ -186,7 +186,7 @@ const SUBSYSTEMS: [Subsystem; 3] = [
     Subsystem {
         name: "vhost_blk",
         depends_on: &["bdev"],
-        config: exports_config,
+        config: vhost_blk_config,
     },
 ];
 
@@ -208,9 +208,9 @@ fn nbd_config(ctx: &Ctx) -> Vec<Value> {
     crate::exports::nbd::config_entries(&ctx.rt)
 }
 
-/// vhost-user-blk exports are not part of this target yet: nothing to recreate.
-fn exports_config(_ctx: &Ctx) -> Vec<Value> {
-    Vec::new()
+/// One `vhost_create_blk_controller` per controller.
+fn vhost_blk_config(ctx: &Ctx) -> Vec<Value> {
+    crate::exports::vhost_blk::config_entries(&ctx.rt)
 }
 
 fn get_subsystems(_ctx: &Ctx, params: Option<Value>, reply: Reply) {

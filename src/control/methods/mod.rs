@@ -10,6 +10,7 @@ mod bdev_quorum;
 mod bdev_uring;
 mod framework;
 mod nbd;
+mod vhost;
 
 use super::rpc::RpcMethod;
 
@@ -26,6 +27,7 @@ pub fn all() -> Vec<RpcMethod> {
         bdev_delay::methods(),
         bdev_quorum::methods(),
         nbd::methods(),
+        vhost::methods(),
     ]
     .concat()
 }

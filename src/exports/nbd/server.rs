@@ -22,6 +22,7 @@ use super::conn::Conn;
 use super::proto::{Capabilities, Geometry};
 use crate::bdev::{Bdev, BdevError, BdevRegistry, IoType};
 use crate::exports::gate::{Gate, Ticket};
+use crate::exports::socket::remove_stale_socket;
 use crate::runtime::channel::{self as rchannel, on_every_reactor, DeviceId};
 use crate::runtime::epoll::Epoll;
 use crate::runtime::{register_poller, unregister_poller, PollerId, Runtime};
@@ -302,20 +303,6 @@ impl ListenSocket {
             }
         }
     }
-}
-
-/// Clears the way for binding `path`: a socket nobody answers on (left by a killed target)
-/// is removed; a live socket or any other file is left alone and refused.
-fn remove_stale_socket(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !meta.file_type().is_socket() || std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(std::io::Error::from_raw_os_error(libc::EADDRINUSE));
-    }
-    tracing::info!(path = %path.display(), "removed stale NBD socket");
-    std::fs::remove_file(path)
 }
 
 /// The listening socket, watched by reactor 0's connection epoll set (one `epoll_wait` per

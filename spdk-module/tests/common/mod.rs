@@ -163,6 +163,19 @@ impl App {
     /// with `-c` after the small-footprint settings) and `args` in `dir`, waiting until its
     /// RPC server answers.
     pub fn start(binary: &str, dir: &Path, config: &Value, args: &[&str]) -> App {
+        App::start_in(None, 0, binary, dir, config, args)
+    }
+
+    /// As [`App::start`], on `core`, in network namespace `netns` when given (`ip netns
+    /// exec`, which execs the app: the child process is the app itself).
+    pub fn start_in(
+        netns: Option<&str>,
+        core: u32,
+        binary: &str,
+        dir: &Path,
+        config: &Value,
+        args: &[&str],
+    ) -> App {
         check_hugepages();
         let name = Path::new(binary)
             .file_name()
@@ -173,9 +186,26 @@ impl App {
         let _ = std::fs::remove_file(&sock);
         let config_file = dir.join(format!("{name}.json"));
         std::fs::write(&config_file, with_small_footprint(config).to_string()).unwrap();
-        let mut cmd = spdk_command(binary);
-        cmd.env("LD_PRELOAD", module_so())
-            .args(common_args(0, 64))
+        let mut cmd = match netns {
+            None => {
+                let mut cmd = spdk_command(binary);
+                cmd.env("LD_PRELOAD", module_so());
+                cmd
+            }
+            // The app's environment through env(1), which execs it: not `ip`'s.
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "env"])
+                    .arg(format!("LD_PRELOAD={}", module_so().display()))
+                    .arg(format!(
+                        "LD_LIBRARY_PATH={}",
+                        spdk_dir().join("build/lib").display()
+                    ))
+                    .arg(spdk_dir().join(binary));
+                cmd
+            }
+        };
+        cmd.args(common_args(core, 64))
             .arg("--msg-mempool-size")
             .arg("32767")
             .arg("-r")
@@ -378,6 +408,32 @@ impl App {
     }
 }
 
+impl App {
+    /// Kills the app with SIGKILL, as a crashed host dies (no shutdown, sockets reset by the
+    /// kernel), waits for it, and removes what DPDK leaves behind of it (its runtime
+    /// directory; hugepage files too unless started with `-R`).
+    pub fn sigkill(mut self) {
+        let pid = self.child.id();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        self.wait_exit();
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/spdk_pid{pid}"));
+        for entry in std::fs::read_dir("/dev/hugepages")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("spdk_pid{pid}map_"))
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
@@ -438,13 +494,18 @@ pub fn tempdir() -> TempDir {
 /// The NVMe/TCP set-up that exports each of `bdevs` (one subsystem each, all listening on
 /// `port`), as `spdk-rpc` script lines.
 pub fn nvmf_export(bdevs: &[&str], port: u16) -> String {
+    nvmf_export_at(bdevs, "127.0.0.1", port)
+}
+
+/// As [`nvmf_export`], listening on `addr`.
+pub fn nvmf_export_at(bdevs: &[&str], addr: &str, port: u16) -> String {
     let mut script = "nvmf_create_transport -t TCP\n".to_string();
     for bdev in bdevs {
         let nqn = nqn(bdev);
         script += &format!(
             "nvmf_create_subsystem {nqn} -a\n\
              nvmf_subsystem_add_ns {nqn} {bdev}\n\
-             nvmf_subsystem_add_listener {nqn} -t tcp -a 127.0.0.1 -s {port}\n"
+             nvmf_subsystem_add_listener {nqn} -t tcp -a {addr} -s {port}\n"
         );
     }
     script

@@ -48,19 +48,21 @@ cmp /tmp/p /tmp/r
 echo LOOP-OK
 "#;
 
-/// fio's write+verify at queue depth 16 (the daemon is killed during its writes).
+/// fio's mixed reads and writes with a verify of every block written, at queue depth 16
+/// (the daemon is killed during it).
 const KILL_SCRIPT: &str = r#"set -e
 echo FIO-START
-fio --name=k --filename=/dev/vda --rw=randwrite --bs=4k --size=4M --ioengine=libaio \
+fio --name=k --filename=/dev/vda --rw=randrw --bs=4k --size=2M --ioengine=libaio \
     --iodepth=16 --direct=1 --verify=crc32c --do_verify=1 --verify_fatal=1 \
     --output-format=terse >/tmp/fio.out
 echo "FIO-ERRORS $(cut -d';' -f5 /tmp/fio.out)"
 echo FIO-OK
 "#;
 
-/// Three 64 MiB file children (the first behind a delay bdev of `delay_us`, 0: none), a
-/// quorum `Q` over them, the third corrupting every read, exported as controller `vq`.
-fn quorum_script(dir: &Path, delay_us: u64) -> String {
+/// Three 64 MiB file children (the first behind a delay bdev holding each write
+/// `write_delay_us`, 0: none), a quorum `Q` over them, the third corrupting every read,
+/// exported as controller `vq`.
+fn quorum_script(dir: &Path, write_delay_us: u64) -> String {
     let mut script = String::new();
     for i in 0..3 {
         let f = dir.join(format!("c{i}.raw"));
@@ -70,10 +72,9 @@ fn quorum_script(dir: &Path, delay_us: u64) -> String {
             .unwrap();
         script += &format!("bdev_aio_create {} A{i} 512\n", f.display());
     }
-    let first = if delay_us > 0 {
-        script += &format!(
-            "bdev_delay_create -b A0 -d D0 -r {delay_us} -t {delay_us} -w {delay_us} -n {delay_us}\n"
-        );
+    let first = if write_delay_us > 0 {
+        let w = write_delay_us;
+        script += &format!("bdev_delay_create -b A0 -d D0 -r 0 -t 0 -w {w} -n {w}\n");
         "D0"
     } else {
         "A0"
@@ -247,9 +248,11 @@ fn writes_done(t: &Target) -> u64 {
 fn a_daemon_killed_with_requests_in_flight_resubmits_them_after_qemu_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().to_str().unwrap().to_string();
-    // Each write waits 30 ms on the delayed child: fio's 16 requests are nearly always in
-    // flight in the daemon when it dies.
-    let script = quorum_script(dir.path(), 30_000);
+    // Each write waits 200 ms on the delayed child, reads do not: when the daemon dies,
+    // writes taken before reads that completed are still in flight, so the heads to
+    // resubmit are not the avail ring's entries from the used index on (what QEMU alone
+    // would restart from without the inflight record).
+    let script = quorum_script(dir.path(), 200_000);
     let t = Target::start_in(dir, &["-m", "0x1", "-S", &s]);
     t.rpc_script(&script);
     let config = t.rpc_ok(&["save_config"]);
@@ -257,8 +260,7 @@ fn a_daemon_killed_with_requests_in_flight_resubmits_them_after_qemu_reconnects(
     let (_vm, _console, rx) = boot_with(&t, KILL_SCRIPT);
     let mut seen = Vec::new();
     expect(&rx, "FIO-START", &mut seen);
-    // Once 64 writes completed, fio's queue is full behind the slow child.
-    common::wait_until("the guest's fio to write", || writes_done(&t) >= 64);
+    common::wait_until("the guest's fio to write", || writes_done(&t) >= 32);
     let (status, dir) = t.signal(libc::SIGKILL);
     assert!(!status.success(), "killed");
     let cfg = dir.path().join("saved.json");

@@ -250,7 +250,10 @@ mod tests {
             region.queue(0, 8).is_none(),
             "a ring larger than the region"
         );
-        assert_eq!(q1.resume(7).restored, false);
+        assert!(
+            !q1.resume(7).restored,
+            "a fresh region has nothing to resume"
+        );
         q1.mark(2, 0x0102_0304_0506_0708);
         q1.mark(3, 9);
         q1.before_used(3);

@@ -200,13 +200,32 @@ fn expect(rx: &Receiver<String>, marker: &str, seen: &mut Vec<String>) {
     }
 }
 
+/// The daemon on one core with its sockets in a fresh directory, serving
+/// [`quorum_script`]; returns it and its saved config.
+fn quorum_target(write_delay_us: u64) -> (Target, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = quorum_script(dir.path(), write_delay_us);
+    let sock_dir = dir.path().to_str().unwrap().to_string();
+    let t = Target::start_in(dir, &["-m", "0x1", "-S", &sock_dir]);
+    t.rpc_script(&script);
+    let config = t.rpc_ok(&["save_config"]);
+    (t, config)
+}
+
+/// Ends the daemon with `signal` and starts a new one in the same directory on `config`
+/// (the guest's socket path stays the same); returns how the old one ended and the new one.
+fn restart(t: Target, signal: i32, config: String) -> (std::process::ExitStatus, Target) {
+    let (status, dir) = t.signal(signal);
+    let sock_dir = dir.path().to_str().unwrap().to_string();
+    let cfg = dir.path().join("saved.json");
+    std::fs::write(&cfg, config).unwrap();
+    let extra = ["-m", "0x1", "-S", &sock_dir, "-c", cfg.to_str().unwrap()];
+    (status, Target::start_in(dir, &extra))
+}
+
 #[test]
 fn a_qemu_vm_verifies_data_on_a_corrupting_quorum_and_survives_a_daemon_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = dir.path().to_str().unwrap().to_string();
-    let script = quorum_script(dir.path(), 0);
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s]);
-    t.rpc_script(&script);
+    let (t, config) = quorum_target(0);
 
     let (_vm, mut console, rx) = boot_with(&t, GUEST_SCRIPT);
     let mut seen = Vec::new();
@@ -222,14 +241,10 @@ fn a_qemu_vm_verifies_data_on_a_corrupting_quorum_and_survives_a_daemon_restart(
 
     // The guest starts its write/read loop; the daemon stops (draining) and comes back on
     // its saved config while the loop runs.
-    let config = t.rpc_ok(&["save_config"]);
     console.write_all(b"go\n").unwrap();
     console.flush().unwrap();
-    let (status, dir) = t.signal(libc::SIGTERM);
+    let (status, t) = restart(t, libc::SIGTERM, config);
     assert!(status.success(), "clean shutdown with a guest attached");
-    let cfg = dir.path().join("saved.json");
-    std::fs::write(&cfg, config).unwrap();
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s, "-c", cfg.to_str().unwrap()]);
     expect(&rx, "LOOP-OK", &mut seen);
     expect(&rx, "GUEST-EXIT 0", &mut seen);
     let ctrls = t.rpc_json(&["vhost_get_controllers"]);
@@ -246,26 +261,18 @@ fn writes_done(t: &Target) -> u64 {
 
 #[test]
 fn a_daemon_killed_with_requests_in_flight_resubmits_them_after_qemu_reconnects() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = dir.path().to_str().unwrap().to_string();
     // Each write waits 200 ms on the delayed child, reads do not: when the daemon dies,
     // writes taken before reads that completed are still in flight, so the heads to
     // resubmit are not the avail ring's entries from the used index on (what QEMU alone
     // would restart from without the inflight record).
-    let script = quorum_script(dir.path(), 200_000);
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s]);
-    t.rpc_script(&script);
-    let config = t.rpc_ok(&["save_config"]);
+    let (t, config) = quorum_target(200_000);
 
     let (_vm, _console, rx) = boot_with(&t, KILL_SCRIPT);
     let mut seen = Vec::new();
     expect(&rx, "FIO-START", &mut seen);
     common::wait_until("the guest's fio to write", || writes_done(&t) >= 32);
-    let (status, dir) = t.signal(libc::SIGKILL);
+    let (status, t) = restart(t, libc::SIGKILL, config);
     assert!(!status.success(), "killed");
-    let cfg = dir.path().join("saved.json");
-    std::fs::write(&cfg, config).unwrap();
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s, "-c", cfg.to_str().unwrap()]);
     expect(&rx, "FIO-ERRORS 0", &mut seen);
     expect(&rx, "FIO-OK", &mut seen);
     expect(&rx, "GUEST-EXIT 0", &mut seen);

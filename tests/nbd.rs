@@ -6,19 +6,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::clients::{client, client_ok, free_port, qemu_io, unix_uri};
 use common::pattern;
 use common::target::{Target, PATIENCE};
 use quorum_bdev::exports::nbd::proto::{self, Command as Cmd, Request};
 use serde_json::{json, Value};
-
-/// Seconds a client command may take before the test fails instead of hanging.
-const CLIENT_TIMEOUT: &str = "60";
 
 /// Runs `spdk-rpc --plugin quorum_rpc_plugin ARGS` (the quorum and NBD commands).
 fn plugin(t: &Target, args: &[&str]) -> String {
@@ -56,65 +53,6 @@ fn quorum_export(cpumask: &str, mib: u64) -> (Target, PathBuf) {
     ));
     assert!(out.trim_end().ends_with('Q'), "{out}");
     (t, sock)
-}
-
-fn unix_uri(sock: &Path, export: &str) -> String {
-    format!("nbd+unix:///{export}?socket={}", sock.display())
-}
-
-/// Runs a client under `timeout`, returning its output. The system's directories come first
-/// in PATH: nbdsh runs `python3 -m nbd`, and the `nbd` module is installed for the system's
-/// Python (Debian's python3-libnbd), not for a Python a developer may have put first.
-fn client(program: &str, args: &[&str]) -> Output {
-    let path = format!(
-        "/usr/bin:/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
-    // Outside the source tree: fio, for one, leaves state files in its working directory.
-    Command::new("timeout")
-        .arg(CLIENT_TIMEOUT)
-        .arg(program)
-        .args(args)
-        .env("PATH", path)
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("{program} must be installed (scripts/test-all): {e}"))
-}
-
-/// Runs a client that must succeed; returns its stdout.
-fn client_ok(program: &str, args: &[&str]) -> String {
-    let out = client(program, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// qemu-io commands against `uri`; each must succeed and verify its pattern.
-fn qemu_io(uri: &str, commands: &[&str]) -> String {
-    let mut args = vec!["-f", "raw"];
-    for c in commands {
-        args.extend_from_slice(&["-c", c]);
-    }
-    args.push(uri);
-    let out = client_ok("qemu-io", &args);
-    for bad in ["Pattern verification failed", "failed:", "error"] {
-        assert!(!out.contains(bad), "qemu-io {commands:?}: {out}");
-    }
-    out
-}
-
-/// A free TCP port on the loopback interface.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! (in `target`) the real daemon driven from outside.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod target;
 pub mod vhost_client;
 
@@ -130,4 +131,15 @@ pub fn submit_together(
     let delivered = (0..n).map(|_| rx.recv().unwrap()).collect();
     drop(bufs);
     delivered
+}
+
+/// The events named `kind` (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`) in an answer of
+/// `bdev_quorum_get_events`.
+pub fn events_of<'a>(events: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .as_array()
+        .expect("bdev_quorum_get_events answers a list")
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .collect()
 }

@@ -1,9 +1,10 @@
 #  SPDX-License-Identifier: BSD-3-Clause
-"""spdk-rpc plugin for quorum-tgt's own methods: the quorum bdev and the NBD export server.
+"""spdk-rpc plugin for quorum-tgt's own methods: the quorum bdev, the NBD export server and
+the NBD client bdev.
 
 SPDK's client loads it with ``--plugin`` and calls ``spdk_rpc_plugin_initialize`` with its
 sub-command parser; every command below maps its arguments one to one onto the params of a
-``bdev_quorum_*`` or ``nbd_*`` method (CONTRACT section 2). Options left out are not sent (SPDK's
+``bdev_quorum_*``, ``nbd_*`` or ``bdev_nbd_client_*`` method (CONTRACT section 2). Options left out are not sent (SPDK's
 client drops ``None``); flags are sent as explicit booleans, as SPDK's own commands do.
 
     PYTHONPATH=python spdk-rpc -s /var/tmp/spdk.sock --plugin quorum_rpc_plugin \\
@@ -186,3 +187,37 @@ def spdk_rpc_plugin_initialize(subparsers):
 
     p = subparsers.add_parser('nbd_get_exports', help='List NBD exports')
     p.set_defaults(func=nbd_get_exports)
+
+    def bdev_nbd_client_create(args):
+        print_json(args.client.bdev_nbd_client_create(
+            name=args.name,
+            uri=args.uri,
+            block_size=args.block_size,
+            num_connections=args.num_connections,
+            io_timeout_ms=args.io_timeout_ms,
+            connect_timeout_ms=args.connect_timeout_ms,
+            uuid=args.uuid))
+
+    p = subparsers.add_parser(
+        'bdev_nbd_client_create',
+        help='Create a bdev over a remote NBD export (nbd://host:port/export, '
+             'nbd+unix:///export?socket=PATH)')
+    p.add_argument('-b', '--name', required=True, help='Name of the bdev')
+    p.add_argument('uri', help='NBD URI of the export')
+    p.add_argument('--block-size', dest='block_size', type=int,
+                   help='Block size (default 512, or the server minimum when larger)')
+    p.add_argument('--num-connections', dest='num_connections', type=int,
+                   help='Connections when the server allows several (default: one per reactor)')
+    p.add_argument('--io-timeout-ms', dest='io_timeout_ms', type=int,
+                   help='A request without reply this long drops the connection (0: never)')
+    p.add_argument('--connect-timeout-ms', dest='connect_timeout_ms', type=int,
+                   help='Bound of connecting and negotiating')
+    p.add_argument('-u', '--uuid', help='UUID of the bdev')
+    p.set_defaults(func=bdev_nbd_client_create)
+
+    def bdev_nbd_client_delete(args):
+        print_json(args.client.bdev_nbd_client_delete(name=args.name))
+
+    p = subparsers.add_parser('bdev_nbd_client_delete', help='Delete an NBD client bdev')
+    p.add_argument('name', help='Bdev name')
+    p.set_defaults(func=bdev_nbd_client_delete)

@@ -6,12 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::clients::{client, client_ok, qemu_io, unix_uri};
+use common::clients::{client, client_ok, free_port, qemu_io, unix_uri};
 use common::target::{Target, PATIENCE};
 use common::{pattern, sparse_files};
 use quorum_bdev::exports::nbd::proto::{self, Command as Cmd, Request};
@@ -53,15 +53,6 @@ fn quorum_export(cpumask: &str, mib: u64) -> (Target, PathBuf) {
     ));
     assert!(out.trim_end().ends_with('Q'), "{out}");
     (t, sock)
-}
-
-/// A free TCP port on the loopback interface.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! In the guest: a dd pattern round trip and fio's crc32c verify (no bad byte reaches the
 //! guest), then a loop of writes and read-backs during which the daemon is stopped and
 //! started again on its saved config while the guest keeps running (QEMU reconnects).
+//! A second VM runs fio's write+verify on a quorum with a slow child while the daemon is
+//! killed (SIGKILL) with requests in flight and started again: the inflight record QEMU
+//! kept (INFLIGHT_SHMFD) makes the new daemon resubmit them, and fio verifies every block.
 
 mod common;
 
@@ -44,6 +47,55 @@ dd if=/dev/vda of=/tmp/r bs=64k count=16 2>/dev/null
 cmp /tmp/p /tmp/r
 echo LOOP-OK
 "#;
+
+/// fio's mixed reads and writes with a verify of every block written, at queue depth 16
+/// (the daemon is killed during it).
+const KILL_SCRIPT: &str = r#"set -e
+echo FIO-START
+fio --name=k --filename=/dev/vda --rw=randrw --bs=4k --size=2M --ioengine=libaio \
+    --iodepth=16 --direct=1 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --output-format=terse >/tmp/fio.out
+echo "FIO-ERRORS $(cut -d';' -f5 /tmp/fio.out)"
+echo FIO-OK
+"#;
+
+/// Three 64 MiB file children (the first behind a delay bdev holding each write
+/// `write_delay_us`, 0: none), a quorum `Q` over them, the third corrupting every read,
+/// exported as controller `vq`.
+fn quorum_script(dir: &Path, write_delay_us: u64) -> String {
+    let mut script = String::new();
+    for i in 0..3 {
+        let f = dir.join(format!("c{i}.raw"));
+        std::fs::File::create(&f)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        script += &format!("bdev_aio_create {} A{i} 512\n", f.display());
+    }
+    let first = if write_delay_us > 0 {
+        let w = write_delay_us;
+        script += &format!("bdev_delay_create -b A0 -d D0 -r 0 -t 0 -w {w} -n {w}\n");
+        "D0"
+    } else {
+        "A0"
+    };
+    script += "bdev_error_create A2\n\
+               bdev_error_inject_error EE_A2 read corrupt_data -n 100000000 -o 10 -v 255\n";
+    script += &format!("bdev_quorum_create -b Q -t 2 {first} A1 EE_A2\n");
+    script += "vhost_create_blk_controller vq Q\n";
+    script
+}
+
+/// Writes `script` where the guest reads it (a raw disk of 64 KiB) and boots the VM on the
+/// target's controller `vq`.
+fn boot_with(t: &Target, script: &str) -> (Vm, ChildStdin, Receiver<String>) {
+    let vm_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vm");
+    let guest = t.dir.path().join("guest.sh");
+    let mut bytes = script.as_bytes().to_vec();
+    bytes.resize(64 << 10, 0);
+    std::fs::write(&guest, bytes).unwrap();
+    boot(&vm_dir, &t.dir.path().join("vq"), &guest)
+}
 
 /// QEMU, killed if the test ends early.
 struct Vm(Child);
@@ -148,33 +200,34 @@ fn expect(rx: &Receiver<String>, marker: &str, seen: &mut Vec<String>) {
     }
 }
 
+/// The daemon on one core with its sockets in a fresh directory, serving
+/// [`quorum_script`]; returns it and its saved config.
+fn quorum_target(write_delay_us: u64) -> (Target, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = quorum_script(dir.path(), write_delay_us);
+    let sock_dir = dir.path().to_str().unwrap().to_string();
+    let t = Target::start_in(dir, &["-m", "0x1", "-S", &sock_dir]);
+    t.rpc_script(&script);
+    let config = t.rpc_ok(&["save_config"]);
+    (t, config)
+}
+
+/// Ends the daemon with `signal` and starts a new one in the same directory on `config`
+/// (the guest's socket path stays the same); returns how the old one ended and the new one.
+fn restart(t: Target, signal: i32, config: String) -> (std::process::ExitStatus, Target) {
+    let (status, dir) = t.signal(signal);
+    let sock_dir = dir.path().to_str().unwrap().to_string();
+    let cfg = dir.path().join("saved.json");
+    std::fs::write(&cfg, config).unwrap();
+    let extra = ["-m", "0x1", "-S", &sock_dir, "-c", cfg.to_str().unwrap()];
+    (status, Target::start_in(dir, &extra))
+}
+
 #[test]
 fn a_qemu_vm_verifies_data_on_a_corrupting_quorum_and_survives_a_daemon_restart() {
-    let vm_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/vm");
-    let dir = tempfile::tempdir().unwrap();
-    let s = dir.path().to_str().unwrap().to_string();
-    let mut script = String::new();
-    for i in 0..3 {
-        let f = dir.path().join(format!("c{i}.raw"));
-        std::fs::File::create(&f)
-            .unwrap()
-            .set_len(64 << 20)
-            .unwrap();
-        script += &format!("bdev_aio_create {} A{i} 512\n", f.display());
-    }
-    script += "bdev_error_create A2\n\
-               bdev_error_inject_error EE_A2 read corrupt_data -n 100000000 -o 10 -v 255\n\
-               bdev_quorum_create -b Q -t 2 A0 A1 EE_A2\n\
-               vhost_create_blk_controller vq Q\n";
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s]);
-    t.rpc_script(&script);
-    let guest = t.dir.path().join("guest.sh");
-    let mut bytes = GUEST_SCRIPT.as_bytes().to_vec();
-    bytes.resize(64 << 10, 0);
-    std::fs::write(&guest, bytes).unwrap();
-    let sock = t.dir.path().join("vq");
+    let (t, config) = quorum_target(0);
 
-    let (_vm, mut console, rx) = boot(&vm_dir, &sock, &guest);
+    let (_vm, mut console, rx) = boot_with(&t, GUEST_SCRIPT);
     let mut seen = Vec::new();
     expect(&rx, "GUEST-BOOTED", &mut seen);
     expect(&rx, "DD-OK", &mut seen);
@@ -188,16 +241,44 @@ fn a_qemu_vm_verifies_data_on_a_corrupting_quorum_and_survives_a_daemon_restart(
 
     // The guest starts its write/read loop; the daemon stops (draining) and comes back on
     // its saved config while the loop runs.
-    let config = t.rpc_ok(&["save_config"]);
     console.write_all(b"go\n").unwrap();
     console.flush().unwrap();
-    let (status, dir) = t.signal(libc::SIGTERM);
+    let (status, t) = restart(t, libc::SIGTERM, config);
     assert!(status.success(), "clean shutdown with a guest attached");
-    let cfg = dir.path().join("saved.json");
-    std::fs::write(&cfg, config).unwrap();
-    let t = Target::start_in(dir, &["-m", "0x1", "-S", &s, "-c", cfg.to_str().unwrap()]);
     expect(&rx, "LOOP-OK", &mut seen);
     expect(&rx, "GUEST-EXIT 0", &mut seen);
     let ctrls = t.rpc_json(&["vhost_get_controllers"]);
     assert_eq!(ctrls[0]["ctrlr"], "vq");
+}
+
+/// Completed writes on quorum `Q`.
+fn writes_done(t: &Target) -> u64 {
+    let stat = t.rpc_json(&["bdev_get_iostat"]);
+    let bdevs = stat["bdevs"].as_array().cloned().unwrap_or_default();
+    let q = bdevs.iter().find(|b| b["name"] == "Q");
+    q.and_then(|b| b["num_write_ops"].as_u64()).unwrap_or(0)
+}
+
+#[test]
+fn a_daemon_killed_with_requests_in_flight_resubmits_them_after_qemu_reconnects() {
+    // Each write waits 200 ms on the delayed child, reads do not: when the daemon dies,
+    // writes taken before reads that completed are still in flight, so the heads to
+    // resubmit are not the avail ring's entries from the used index on (what QEMU alone
+    // would restart from without the inflight record).
+    let (t, config) = quorum_target(200_000);
+
+    let (_vm, _console, rx) = boot_with(&t, KILL_SCRIPT);
+    let mut seen = Vec::new();
+    expect(&rx, "FIO-START", &mut seen);
+    common::wait_until("the guest's fio to write", || writes_done(&t) >= 32);
+    let (status, t) = restart(t, libc::SIGKILL, config);
+    assert!(!status.success(), "killed");
+    expect(&rx, "FIO-ERRORS 0", &mut seen);
+    expect(&rx, "FIO-OK", &mut seen);
+    expect(&rx, "GUEST-EXIT 0", &mut seen);
+    let log = t.stderr();
+    assert!(
+        log.contains("resubmitting the requests in flight"),
+        "the new daemon found requests in flight to resubmit:\n{log}"
+    );
 }

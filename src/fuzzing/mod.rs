@@ -98,6 +98,10 @@ impl Fixture {
             file.set_len(1 << 20).expect("the fuzz file child's size");
         }
         let rt = Runtime::start(RuntimeOptions::default()).expect("a reactor for a fuzz target");
+        // A mutated NBD client URI must not reach beyond this machine, nor a silent peer
+        // hold an input past the hang limit.
+        rt.context::<crate::modules::nbd_client::ConnectLimits>()
+            .restrict(1000);
         // vhost-user controllers an input creates listen in the scratch directory, never in
         // the fuzzer's working directory.
         let vhost_sockets = scratch.join("vhost");

@@ -7,6 +7,7 @@ mod file_common;
 mod file_io;
 pub mod index;
 pub mod malloc;
+pub mod nbd_client;
 pub mod null;
 pub mod passthru;
 pub mod quorum;

@@ -1,13 +1,15 @@
-//! The real clients users run against the daemon's NBD exports (qemu-io, nbdsh, fio...),
-//! each under a time bound, from outside the source tree.
+//! The real command-line clients the tests drive (qemu-io, fio, nbdinfo, nbdsh...), run with
+//! a time bound so a hung client fails the test instead of hanging it, and the NBD URIs and
+//! ports they are pointed at.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// Seconds a client command may take before the test fails instead of hanging.
-const CLIENT_TIMEOUT: &str = "60";
+pub const CLIENT_TIMEOUT: &str = "60";
 
-/// The NBD URI of `export` served on Unix socket `sock`.
+/// The NBD URI of `export` on the Unix socket `sock`.
 pub fn unix_uri(sock: &Path, export: &str) -> String {
     format!("nbd+unix:///{export}?socket={}", sock.display())
 }
@@ -56,4 +58,13 @@ pub fn qemu_io(uri: &str, commands: &[&str]) -> String {
         assert!(!out.contains(bad), "qemu-io {commands:?}: {out}");
     }
     out
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

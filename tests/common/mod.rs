@@ -173,3 +173,14 @@ pub fn sparse_files(n: usize, bytes: u64) -> (tempfile::TempDir, Vec<std::path::
     }
     (dir, paths)
 }
+
+/// The events named `kind` (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`) in an answer of
+/// `bdev_quorum_get_events`.
+pub fn events_of<'a>(events: &'a serde_json::Value, kind: &str) -> Vec<&'a serde_json::Value> {
+    events
+        .as_array()
+        .expect("bdev_quorum_get_events answers a list")
+        .iter()
+        .filter(|e| e["event"] == kind)
+        .collect()
+}

@@ -38,8 +38,14 @@ impl Target {
     }
 
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Target {
+        Target::start_wrapped(dir, &[], extra)
+    }
+
+    /// Starts the daemon behind `wrapper` (`ip netns exec NS`, which execs it: the child is
+    /// the daemon itself), as a test runs it in a network namespace of its own.
+    pub fn start_wrapped(dir: TempDir, wrapper: &[&str], extra: &[&str]) -> Target {
         let sock = dir.path().join("rpc.sock");
-        let child = spawn(dir.path(), &sock, extra);
+        let child = spawn_wrapped(dir.path(), &sock, wrapper, extra);
         let mut target = Target { child, dir, sock };
         target.wait_ready();
         target
@@ -188,7 +194,20 @@ impl Drop for Target {
 }
 
 pub fn spawn(dir: &Path, sock: &Path, extra: &[&str]) -> Child {
-    Command::new(TGT)
+    spawn_wrapped(dir, sock, &[], extra)
+}
+
+/// [`spawn`] with `wrapper` (a command and its arguments) in front of the daemon.
+pub fn spawn_wrapped(dir: &Path, sock: &Path, wrapper: &[&str], extra: &[&str]) -> Child {
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(TGT);
+            c
+        }
+        None => Command::new(TGT),
+    };
+    command
         .arg("-r")
         .arg(sock)
         .arg("--interrupt-mode")

@@ -359,12 +359,14 @@ fn profile(out: &mut String, r: &Results) {
 }
 
 /// The whole RESULTS.md. `results_name` is the results file as linked from RESULTS.md;
-/// `charts` the chart files (relative to RESULTS.md) with their titles; `analysis` the
+/// `charts` the chart files (relative to RESULTS.md) with their titles; `sections` results
+/// of other scripts (each a markdown section with its own heading) and `analysis` the
 /// hand-written analysis, included verbatim.
 pub fn render(
     r: &Results,
     results_name: &str,
     charts: &[(String, String)],
+    sections: &[String],
     analysis: Option<&str>,
 ) -> String {
     let mut out = String::new();
@@ -462,6 +464,10 @@ pub fn render(
     let _ = writeln!(out, "## Profile\n");
     profile(&mut out, r);
 
+    for text in sections {
+        out.push_str(text.trim());
+        out.push_str("\n\n");
+    }
     if let Some(text) = analysis {
         let _ = writeln!(out, "## Analysis\n");
         out.push_str(text.trim());
@@ -521,6 +527,7 @@ mod tests {
             &r,
             "results/x.json",
             &[("charts/a.svg".into(), "A".into())],
+            &["## Elsewhere\n\nMeasured apart.\n".into()],
             Some("Why."),
         );
         assert!(
@@ -580,7 +587,7 @@ mod tests {
         // Operations the run did not measure get no row.
         assert!(!md.contains("memcmp of two cached blocks"), "{md}");
         assert!(md.contains("![A](charts/a.svg)"));
-        assert!(md.ends_with("## Analysis\n\nWhy.\n"));
+        assert!(md.ends_with("## Elsewhere\n\nMeasured apart.\n\n## Analysis\n\nWhy.\n"));
     }
 
     #[test]
@@ -599,7 +606,7 @@ mod tests {
             samples.push(s(Nbd, imp, t, "randread", 4096, 128, v));
             samples.push(s(Nbd, imp, t, "randread", 4096, 1, v / 4.0));
         }
-        let md = render(&results(&samples), "results/x.json", &[], None);
+        let md = render(&results(&samples), "results/x.json", &[], &[], None);
         let nbd = &md[md.find("## End to end over NBD").unwrap()..];
         let nbd = &nbd[..nbd.find("## The machine's limits").unwrap()];
         assert!(

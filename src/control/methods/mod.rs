@@ -5,6 +5,7 @@ mod bdev_delay;
 mod bdev_error;
 mod bdev_generic;
 mod bdev_malloc;
+mod bdev_nbd_client;
 mod bdev_null;
 mod bdev_quorum;
 mod bdev_uring;
@@ -25,6 +26,7 @@ pub fn all() -> Vec<RpcMethod> {
         bdev_aio::methods(),
         bdev_error::methods(),
         bdev_delay::methods(),
+        bdev_nbd_client::methods(),
         bdev_quorum::methods(),
         nbd::methods(),
         vhost::methods(),

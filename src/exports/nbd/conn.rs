@@ -27,6 +27,7 @@ use super::proto::{self, Command, Geometry, OptionRequest, ReplyHeader, Request}
 use super::server::{Export, ServerShared};
 use crate::bdev::{IoBuf, IoChannel, IoDone, IoHandle, IoType};
 use crate::exports::gate::Ticket;
+use crate::nbd::stream;
 use crate::runtime::buf::DmaBuf;
 use crate::runtime::epoll::Epoll;
 
@@ -56,40 +57,14 @@ struct Socket(OwnedFd);
 
 impl Socket {
     fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let n = unsafe {
-            libc::recv(
-                self.0.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        stream::recv(self.0.as_raw_fd(), buf)
     }
 
     /// Gathers `iov` into one send; never raises SIGPIPE.
     fn send(&self, iov: &mut [libc::iovec]) -> std::io::Result<usize> {
-        // SAFETY: msghdr is plain data; only the iovec fields are set.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = iov.len() as _;
         // SAFETY: every iovec points into memory the connection owns until the reply is
         // dequeued, which happens only after this call returned.
-        let n = unsafe {
-            libc::sendmsg(
-                self.0.as_raw_fd(),
-                &msg,
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        unsafe { stream::send(self.0.as_raw_fd(), iov) }
     }
 }
 
@@ -631,12 +606,7 @@ impl State {
         if self.eof || !self.readable || *budget == 0 {
             return false;
         }
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        } else if self.start > 0 {
-            self.staging.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
+        (self.start, self.end) = stream::compact(&mut self.staging, self.start, self.end);
         let Some(sock) = &self.sock else {
             return false;
         };
@@ -711,25 +681,8 @@ impl State {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_IOV];
-            let mut n = 0;
-            let mut skip = self.out_sent;
-            'gather: for item in &self.out {
-                for part in item.parts(&self.slots) {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    iov[n] = libc::iovec {
-                        iov_base: part[skip..].as_ptr() as *mut libc::c_void,
-                        iov_len: part.len() - skip,
-                    };
-                    skip = 0;
-                    n += 1;
-                    if n == MAX_IOV {
-                        break 'gather;
-                    }
-                }
-            }
+            let parts = self.out.iter().flat_map(|item| item.parts(&self.slots));
+            let n = stream::gather(parts, self.out_sent, &mut iov);
             let Some(sock) = &self.sock else {
                 return;
             };

@@ -25,6 +25,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 
 use super::controller::ControllerShared;
+use super::inflight::InflightRegion;
 use super::memory::{GuestMem, RegionSpec};
 use super::virtio_blk::{self, Geometry, MAX_QUEUES};
 use super::vring::{self, Pause, VringSetup};
@@ -61,10 +62,21 @@ pub(super) struct Device {
     acked_features: u64,
     mem: Option<Arc<GuestMem>>,
     rings: Vec<RingConfig>,
+    /// The frontend's inflight record (GET/SET_INFLIGHT_FD): rings started while it is set
+    /// record their heads in flight there, and resubmit what an earlier daemon left.
+    inflight: Option<Arc<InflightRegion>>,
 }
 
 fn invalid(what: &'static str) -> VuError {
     VuError::InvalidOperation(what)
+}
+
+/// Refuses an inflight region for more queues or larger ones than this device has.
+fn check_inflight_shape(inflight: &VhostUserInflight) -> VuResult<()> {
+    if inflight.num_queues > MAX_QUEUES || inflight.queue_size > MAX_QUEUE_SIZE {
+        return Err(VuError::InvalidParam);
+    }
+    Ok(())
 }
 
 impl Device {
@@ -75,6 +87,7 @@ impl Device {
             acked_features: 0,
             mem: None,
             rings: (0..MAX_QUEUES).map(|_| RingConfig::default()).collect(),
+            inflight: None,
         }
     }
 
@@ -140,6 +153,10 @@ impl Device {
             geometry: self.geometry,
             label: format!("{}/{index}", self.ctrl.name).into(),
             interrupt_mode: self.ctrl.rt.interrupt_mode(),
+            inflight: self
+                .inflight
+                .as_ref()
+                .and_then(|region| region.queue(index, ring.size)),
         };
         self.ctrl
             .rt
@@ -213,6 +230,7 @@ impl VhostUserBackendReqHandlerMut for Device {
         self.stop_all();
         self.rings = (0..MAX_QUEUES).map(|_| RingConfig::default()).collect();
         self.acked_features = 0;
+        self.inflight = None;
         Ok(())
     }
 
@@ -312,7 +330,8 @@ impl VhostUserBackendReqHandlerMut for Device {
         Ok(VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS)
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::INFLIGHT_SHMFD)
     }
 
     fn set_protocol_features(&mut self, _features: u64) -> VuResult<()> {
@@ -366,13 +385,36 @@ impl VhostUserBackendReqHandlerMut for Device {
 
     fn get_inflight_fd(
         &mut self,
-        _inflight: &VhostUserInflight,
+        inflight: &VhostUserInflight,
     ) -> VuResult<(VhostUserInflight, File)> {
-        Err(invalid("INFLIGHT_SHMFD not offered"))
+        check_inflight_shape(inflight)?;
+        let (num_queues, queue_size) = (inflight.num_queues, inflight.queue_size);
+        let (region, file, size) = InflightRegion::create(num_queues, queue_size).map_err(|e| {
+            tracing::warn!(ctrlr = %self.ctrl.name, error = %e, "GET_INFLIGHT_FD refused");
+            VuError::InvalidParam
+        })?;
+        self.inflight = Some(region);
+        Ok((
+            VhostUserInflight::new(size, 0, num_queues, queue_size),
+            file,
+        ))
     }
 
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> VuResult<()> {
-        Err(invalid("INFLIGHT_SHMFD not offered"))
+    fn set_inflight_fd(&mut self, inflight: &VhostUserInflight, file: File) -> VuResult<()> {
+        check_inflight_shape(inflight)?;
+        let region = InflightRegion::map(
+            file,
+            inflight.mmap_offset,
+            inflight.mmap_size,
+            inflight.num_queues,
+            inflight.queue_size,
+        )
+        .map_err(|e| {
+            tracing::warn!(ctrlr = %self.ctrl.name, error = %e, "SET_INFLIGHT_FD refused");
+            VuError::InvalidParam
+        })?;
+        self.inflight = Some(region);
+        Ok(())
     }
 
     fn get_max_mem_slots(&mut self) -> VuResult<u64> {

@@ -3,13 +3,32 @@
 //! guest buffers through [`GuestMem::host_range`], which refuses any range that is not
 //! inside one region: a descriptor pointing outside guest memory never becomes a pointer.
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::sync::Arc;
 
 use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
     GuestRegionMmap, MemoryRegionAddress,
 };
+
+/// Bytes of the private page [`GuestMem::with_replay_ring`] adds: an avail ring of the
+/// largest queue (4 + 2 x 1024 bytes) fits.
+const REPLAY_PAGE: usize = 4096;
+
+/// A shared-memory file of `len` zero bytes (what the frontend gets for regions we create).
+pub(super) fn memfd(name: &CStr, len: u64) -> std::io::Result<File> {
+    // SAFETY: plain syscall with a NUL-terminated name; the fd is checked and then owned by
+    // the File.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and nobody else owns it.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(len)?;
+    Ok(file)
+}
 
 /// One region of the table: where it is for the guest and for the frontend process (ring
 /// addresses arrive as frontend virtual addresses).
@@ -114,6 +133,41 @@ impl GuestMem {
         Ok(Arc::new(GuestMem { mem, addrs }))
     }
 
+    /// This table plus a private page above the guest's memory holding an avail ring that
+    /// offers `heads`, in order; returns the memory and the ring's guest address. How a
+    /// restarted queue serves again the heads it had in flight (INFLIGHT_SHMFD): the guest's
+    /// own avail ring may have reused their slots, so `virtio-queue` reads them from this
+    /// copy while the descriptors stay the guest's.
+    pub fn with_replay_ring(&self, heads: &[u16]) -> Result<(GuestMemoryMmap, u64), String> {
+        if 4 + 2 * heads.len() > REPLAY_PAGE {
+            return Err(format!("{} heads to replay", heads.len()));
+        }
+        let at = self
+            .mem
+            .iter()
+            .map(|r| r.last_addr().0)
+            .max()
+            .map_or(Some(0), |last| last.checked_add(1))
+            .and_then(|end| end.checked_next_multiple_of(REPLAY_PAGE as u64))
+            .ok_or("guest memory ends at the top of the address space")?;
+        let page = GuestRegionMmap::from_range(GuestAddress(at), REPLAY_PAGE, None)
+            .map_err(|e| format!("cannot map the replay ring: {e}"))?;
+        let mem = self
+            .mem
+            .insert_region(Arc::new(page))
+            .map_err(|e| format!("cannot add the replay ring: {e}"))?;
+        // flags, idx, ring[]: all little-endian u16.
+        let mut ring = Vec::with_capacity(4 + 2 * heads.len());
+        ring.extend_from_slice(&0u16.to_le_bytes());
+        ring.extend_from_slice(&(heads.len() as u16).to_le_bytes());
+        for head in heads {
+            ring.extend_from_slice(&head.to_le_bytes());
+        }
+        mem.write_slice(&ring, GuestAddress(at))
+            .map_err(|e| format!("cannot write the replay ring: {e}"))?;
+        Ok((mem, at))
+    }
+
     /// Regions in the table.
     pub fn region_count(&self) -> usize {
         self.addrs.len()
@@ -149,13 +203,7 @@ mod tests {
     use super::*;
 
     fn memfd(len: u64) -> File {
-        // SAFETY: plain syscall with a NUL-terminated name; the fd is owned by the File.
-        let fd = unsafe { libc::memfd_create(c"guest".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: fd was just created and is owned here.
-        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        file.set_len(len).unwrap();
-        file
+        super::memfd(c"guest", len).unwrap()
     }
 
     #[test]

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestAddress;
 
+use super::inflight::InflightQueue;
 use super::memory::GuestMem;
 use super::virtio_blk::{self, Command, DataLens, Geometry, Header, Status, HEADER_LEN, ID_BYTES};
 use crate::bdev::{Bdev, IoBuf, IoChannel, IoDone, IoHandle, IoType};
@@ -55,6 +57,8 @@ pub(super) struct VringSetup {
     pub label: Arc<str>,
     /// Whether the reactors sleep when idle.
     pub interrupt_mode: bool,
+    /// Where the queue records its heads in flight (INFLIGHT_SHMFD negotiated).
+    pub inflight: Option<InflightQueue>,
 }
 
 /// What a pause does once the queue's in-flight I/O drained.
@@ -95,6 +99,10 @@ pub(super) struct Vring {
     readable: RefCell<Vec<Seg>>,
     writable: RefCell<Vec<Seg>>,
     in_flight: Cell<usize>,
+    /// The shared record of heads taken and not yet returned, and the next head's number
+    /// in it (pop order, for resubmission after a restart).
+    inflight: Option<InflightQueue>,
+    counter: Cell<u64>,
     need_signal: Cell<bool>,
     broken: Cell<bool>,
     paused: Cell<bool>,
@@ -128,7 +136,12 @@ pub(super) fn start(dev: DeviceId, setup: VringSetup) -> Result<(), String> {
         }
     }
     let channel = setup.bdev.io_channel().map_err(|e| e.to_string())?;
-    let size = setup.queue.size() as usize;
+    let mut queue = setup.queue;
+    let (counter, replay) = match &setup.inflight {
+        Some(record) => resume(&mut queue, &setup.mem, record)?,
+        None => (0, Vec::new()),
+    };
+    let size = queue.size() as usize;
     let slots = (0..size)
         .map(|_| Slot {
             busy: false,
@@ -142,7 +155,7 @@ pub(super) fn start(dev: DeviceId, setup: VringSetup) -> Result<(), String> {
     let vring = Rc::new_cyclic(|me| Vring {
         me: me.clone(),
         dev,
-        queue: RefCell::new(setup.queue),
+        queue: RefCell::new(queue),
         mem: RefCell::new(setup.mem),
         kick: setup.kick,
         call: RefCell::new(setup.call),
@@ -155,6 +168,8 @@ pub(super) fn start(dev: DeviceId, setup: VringSetup) -> Result<(), String> {
         readable: RefCell::new(Vec::with_capacity(size)),
         writable: RefCell::new(Vec::with_capacity(size)),
         in_flight: Cell::new(0),
+        inflight: setup.inflight,
+        counter: Cell::new(counter),
         need_signal: Cell::new(false),
         broken: Cell::new(false),
         paused: Cell::new(false),
@@ -174,7 +189,36 @@ pub(super) fn start(dev: DeviceId, setup: VringSetup) -> Result<(), String> {
         Some(vring.kick.as_raw_fd()),
     );
     vring.poller.set(Some(id));
+    if !replay.is_empty() {
+        tracing::info!(
+            queue = %vring.label,
+            requests = replay.len(),
+            "vhost-user-blk: resubmitting the requests in flight before the reconnect"
+        );
+        vring.replay(&replay)?;
+    }
     Ok(())
+}
+
+/// Settles a queue's inflight record against its used ring: a record left by an earlier
+/// daemon makes the queue go on from the guest's used index, past the heads still in
+/// flight (returned, oldest first, to be served again; the guest's avail ring may have
+/// reused their slots); returns the next pop counter and those heads.
+fn resume(
+    queue: &mut Queue,
+    mem: &GuestMem,
+    record: &InflightQueue,
+) -> Result<(u64, Vec<u16>), String> {
+    let used = queue
+        .used_idx(mem.memory(), Ordering::Acquire)
+        .map_err(|e| format!("cannot read the used ring: {e}"))?
+        .0;
+    let resume = record.resume(used);
+    if resume.restored {
+        queue.set_next_used(used);
+        queue.set_next_avail(used.wrapping_add(resume.heads.len() as u16));
+    }
+    Ok((resume.next_counter, resume.heads))
 }
 
 /// Pauses the calling reactor's queue `dev`; `reply` gets the next avail index once its
@@ -320,6 +364,38 @@ impl Vring {
         work + taken
     }
 
+    /// Serves again `heads`, in order, from a copy of an avail ring offering them (see
+    /// [`GuestMem::with_replay_ring`]), then wakes the poller for what the guest queued
+    /// while no daemon listened.
+    fn replay(&self, heads: &[u16]) -> Result<(), String> {
+        let mem = self.mem.borrow().clone();
+        let (replay_mem, ring_at) = mem.with_replay_ring(heads)?;
+        let mut queue = self.queue.borrow_mut();
+        let mut replay = Queue::new(queue.max_size()).map_err(|e| e.to_string())?;
+        replay
+            .try_set_size(queue.size())
+            .map_err(|e| e.to_string())?;
+        replay
+            .try_set_desc_table_address(GuestAddress(queue.desc_table()))
+            .map_err(|e| e.to_string())?;
+        replay
+            .try_set_avail_ring_address(GuestAddress(ring_at))
+            .map_err(|e| e.to_string())?;
+        replay.set_ready(true);
+        while let Some(chain) = replay.pop_descriptor_chain(&replay_mem) {
+            let head = chain.head_index();
+            if let Err(bad) = self.take(&mut queue, &mem, head, chain) {
+                drop(queue);
+                self.break_queue(bad);
+                return Ok(());
+            }
+        }
+        let one = 1u64;
+        // SAFETY: writing 8 bytes from a u64 to the kick eventfd (non-blocking).
+        unsafe { libc::write(self.kick.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        Ok(())
+    }
+
     /// Refuses an avail index more than a queue ahead of ours (the guest corrupted it).
     fn check_avail(&self, queue: &Queue, mem: &GuestMem) -> Result<(), BadChain> {
         let avail = queue
@@ -422,6 +498,11 @@ impl Vring {
             slot.status = status;
             slot.written = 0;
         }
+        if let Some(record) = &self.inflight {
+            let n = self.counter.get();
+            record.mark(head, n);
+            self.counter.set(n.wrapping_add(1));
+        }
         let (io_type, offset_blocks, num_blocks) = match command {
             Err(status) => return self.put_used(queue, mem, head, status),
             Ok(Command::GetId) => {
@@ -513,9 +594,15 @@ impl Vring {
         slot.busy = false;
         slot.bounce = None;
         drop(slots);
+        if let Some(record) = &self.inflight {
+            record.before_used(head);
+        }
         queue
             .add_used(mem.memory(), head, written + 1)
             .map_err(|_| BadChain::UsedRing)?;
+        if let Some(record) = &self.inflight {
+            record.after_used(head, queue.next_used());
+        }
         self.need_signal.set(true);
         Ok(())
     }

@@ -143,6 +143,11 @@ enum Cmd {
         /// Hand-written analysis included at the end.
         #[arg(long)]
         analysis: Option<PathBuf>,
+        /// Results measured by another script, as a markdown section of their own (starting
+        /// with its `## ` heading), included verbatim before the analysis; repeatable (e.g.
+        /// bench/spdk_bdevperf.md, written by bench/spdk_bdevperf).
+        #[arg(long)]
+        section: Vec<PathBuf>,
     },
 }
 
@@ -291,6 +296,7 @@ fn render(
     md: &Path,
     charts_dir: &str,
     analysis: Option<&Path>,
+    sections: &[PathBuf],
 ) -> Result<(), Error> {
     let r: Results = json(results)?;
     if r.schema != SCHEMA {
@@ -315,8 +321,12 @@ fn render(
         }
     }
     let analysis = analysis.map(read).transpose()?;
+    let sections = sections
+        .iter()
+        .map(|p| read(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let link = relative(results, base);
-    let text = markdown::render(&r, &link, &made, analysis.as_deref());
+    let text = markdown::render(&r, &link, &made, &sections, analysis.as_deref());
     write(md, &text)?;
     // The console summary: the goals, as in RESULTS.md.
     if let Some(i) = text.find("## The quorum issue's goals") {
@@ -438,7 +448,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             md,
             charts_dir,
             analysis,
-        } => render(&results, &md, &charts_dir, analysis.as_deref()),
+            section,
+        } => render(&results, &md, &charts_dir, analysis.as_deref(), &section),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The NBD wire format (NetworkBlockDevice/nbd doc/proto.md), as pure functions: what the
-//! server sends during the fixed-newstyle handshake, how client options and transmission
-//! requests are decoded, how replies are encoded, and which requests are refused with which
-//! NBD error. No I/O here, so every rule is unit-tested on bytes.
+//! The NBD wire format (NetworkBlockDevice/nbd doc/proto.md), as pure functions for both
+//! ends: the fixed-newstyle handshake (greeting, client options, option replies, export
+//! information), transmission requests and replies (simple and structured), and which
+//! requests are refused with which NBD error. The export (server) and the NBD client bdev
+//! use the same encoders and decoders. No I/O here, so every rule is unit-tested on bytes.
 
 use thiserror::Error;
 
@@ -90,8 +91,18 @@ pub const REPLY_FLAG_DONE: u16 = 1 << 0;
 pub const REPLY_TYPE_NONE: u16 = 0;
 /// Structured chunk: data at an offset.
 pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+/// Structured chunk: a hole (reads as zeroes) at an offset, without payload.
+pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 /// Structured chunk: an error, with an optional message.
 pub const REPLY_TYPE_ERROR: u16 = (1 << 15) | 1;
+/// Structured chunk: an error at an offset, with an optional message.
+pub const REPLY_TYPE_ERROR_OFFSET: u16 = (1 << 15) | 2;
+/// Bit set in every structured error chunk type, known or not.
+pub const REPLY_TYPE_ERROR_BIT: u16 = 1 << 15;
+/// Longest message an error chunk may carry (the spec's MUST).
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+/// `cliserv_magic`: what an old-style server sends where newstyle sends `IHAVEOPT`.
+pub const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
 
 /// NBD's own error numbers (the spec restricts replies to these).
 pub mod errno {
@@ -124,6 +135,14 @@ pub const MAX_NAME_LEN: usize = 4096;
 pub const REQUEST_LEN: usize = 28;
 /// Bytes of a client option header.
 pub const OPTION_HEADER_LEN: usize = 16;
+/// Bytes of the server's greeting.
+pub const GREETING_LEN: usize = 18;
+/// Bytes of an option reply header.
+pub const OPTION_REPLY_HEADER_LEN: usize = 20;
+/// Bytes of a simple reply header.
+pub const SIMPLE_REPLY_LEN: usize = 16;
+/// Bytes of a structured reply chunk header.
+pub const CHUNK_HEADER_LEN: usize = 20;
 
 /// Why the connection must be dropped: the peer broke a MUST of the protocol and the byte
 /// stream can no longer be trusted.
@@ -149,6 +168,18 @@ pub enum ProtoError {
     /// A write whose payload exceeds what the server accepts: it cannot be skipped safely.
     #[error("write of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     PayloadTooLarge(u32),
+    /// A greeting that is not NBD's, or an old-style server (no option haggling).
+    #[error("not a fixed-newstyle NBD server (greeting {0:#x})")]
+    Greeting(u64),
+    /// A server that does not speak fixed newstyle.
+    #[error("the server does not speak fixed newstyle")]
+    NotFixedNewstyle,
+    /// An option reply without its magic.
+    #[error("bad option reply magic {0:#x}")]
+    OptionReplyMagic(u64),
+    /// A transmission reply starting with neither reply magic.
+    #[error("bad reply magic {0:#x}")]
+    ReplyMagic(u32),
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -279,6 +310,208 @@ fn parse_info(data: &[u8], go: bool) -> OptionRequest {
     let base = 4 + name_len + 2;
     let requests = (0..count).map(|i| u16_at(data, base + 2 * i)).collect();
     OptionRequest::Info { name, requests, go }
+}
+
+/// The server's greeting, checked from the client side: returns the handshake flags. An
+/// old-style server (no options, no export names) and a server without fixed newstyle are
+/// refused: the client never talks to what it cannot negotiate with safely.
+pub fn parse_greeting(b: &[u8; GREETING_LEN]) -> Result<u16, ProtoError> {
+    let (magic, opt) = (u64_at(b, 0), u64_at(b, 8));
+    if magic != NBDMAGIC || opt != IHAVEOPT {
+        return Err(ProtoError::Greeting(if magic != NBDMAGIC {
+            magic
+        } else {
+            opt
+        }));
+    }
+    let flags = u16_at(b, 16);
+    if flags & FLAG_FIXED_NEWSTYLE == 0 {
+        return Err(ProtoError::NotFixedNewstyle);
+    }
+    Ok(flags)
+}
+
+/// A client option as sent: `IHAVEOPT`, option, length, data.
+pub fn option_request(option: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OPTION_HEADER_LEN + data.len());
+    out.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    out.extend_from_slice(&option.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The payload of `NBD_OPT_INFO`/`GO`: name length, name, count, the `NBD_INFO_*` asked for.
+pub fn info_request(name: &[u8], infos: &[u16]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(6 + name.len() + 2 * infos.len());
+    d.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    d.extend_from_slice(name);
+    d.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+    for i in infos {
+        d.extend_from_slice(&i.to_be_bytes());
+    }
+    d
+}
+
+/// An option reply header, decoded by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionReply {
+    /// The option answered.
+    pub option: u32,
+    /// `NBD_REP_*`.
+    pub reply_type: u32,
+    /// Payload bytes that follow.
+    pub len: u32,
+}
+
+impl OptionReply {
+    /// Decodes a header; a wrong magic or a payload longer than any valid reply ends the
+    /// handshake (the client would otherwise buffer whatever a hostile server announces).
+    pub fn parse(b: &[u8; OPTION_REPLY_HEADER_LEN]) -> Result<OptionReply, ProtoError> {
+        let magic = u64_at(b, 0);
+        if magic != OPTION_REPLY_MAGIC {
+            return Err(ProtoError::OptionReplyMagic(magic));
+        }
+        let r = OptionReply {
+            option: u32_at(b, 8),
+            reply_type: u32_at(b, 12),
+            len: u32_at(b, 16),
+        };
+        if r.len > MAX_OPTION_LEN {
+            return Err(ProtoError::OptionTooLong {
+                option: r.option,
+                len: r.len,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Whether the reply is one of the `NBD_REP_ERR_*` types.
+    pub fn is_error(&self) -> bool {
+        self.reply_type & REP_ERR != 0
+    }
+}
+
+/// One `NBD_REP_INFO` payload, as the client uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Info {
+    /// `NBD_INFO_EXPORT`: size and transmission flags.
+    Export {
+        /// Bytes.
+        size: u64,
+        /// `NBD_FLAG_*`.
+        flags: u16,
+    },
+    /// `NBD_INFO_BLOCK_SIZE`: minimum, preferred, maximum request sizes.
+    BlockSize {
+        /// Requests must be multiples of this.
+        min: u32,
+        /// Requests of this size or a multiple are fastest.
+        preferred: u32,
+        /// Largest payload accepted.
+        max: u32,
+    },
+    /// Another item (a name, a description): not needed to serve I/O.
+    Other,
+}
+
+/// Decodes an `NBD_REP_INFO` payload; None when its length does not match its type.
+pub fn parse_info_reply(data: &[u8]) -> Option<Info> {
+    if data.len() < 2 {
+        return None;
+    }
+    match (u16_at(data, 0), data.len()) {
+        (INFO_EXPORT, 12) => Some(Info::Export {
+            size: u64_at(data, 2),
+            flags: u16_at(data, 10),
+        }),
+        (INFO_BLOCK_SIZE, 14) => Some(Info::BlockSize {
+            min: u32_at(data, 2),
+            preferred: u32_at(data, 6),
+            max: u32_at(data, 10),
+        }),
+        (INFO_EXPORT | INFO_BLOCK_SIZE, _) => None,
+        _ => Some(Info::Other),
+    }
+}
+
+/// A transmission reply header, decoded by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyHead {
+    /// A simple reply; for a successful read without structured replies the data follows.
+    Simple {
+        /// NBD errno, 0 for success.
+        error: u32,
+        /// The request's handle.
+        handle: u64,
+    },
+    /// A structured reply chunk; `len` payload bytes follow.
+    Chunk {
+        /// `NBD_REPLY_FLAG_*`.
+        flags: u16,
+        /// `NBD_REPLY_TYPE_*`.
+        kind: u16,
+        /// The request's handle.
+        handle: u64,
+        /// Payload bytes.
+        len: u32,
+    },
+}
+
+impl ReplyHead {
+    /// Decodes the header at the start of `b`: None while `b` holds too few bytes to tell,
+    /// else the header and its length on the wire.
+    pub fn parse(b: &[u8]) -> Result<Option<(ReplyHead, usize)>, ProtoError> {
+        if b.len() < 4 {
+            return Ok(None);
+        }
+        match u32_at(b, 0) {
+            SIMPLE_REPLY_MAGIC if b.len() >= SIMPLE_REPLY_LEN => Ok(Some((
+                ReplyHead::Simple {
+                    error: u32_at(b, 4),
+                    handle: u64_at(b, 8),
+                },
+                SIMPLE_REPLY_LEN,
+            ))),
+            STRUCTURED_REPLY_MAGIC if b.len() >= CHUNK_HEADER_LEN => Ok(Some((
+                ReplyHead::Chunk {
+                    flags: u16_at(b, 4),
+                    kind: u16_at(b, 6),
+                    handle: u64_at(b, 8),
+                    len: u32_at(b, 16),
+                },
+                CHUNK_HEADER_LEN,
+            ))),
+            SIMPLE_REPLY_MAGIC | STRUCTURED_REPLY_MAGIC => Ok(None),
+            other => Err(ProtoError::ReplyMagic(other)),
+        }
+    }
+}
+
+/// Big-endian u64 at `at` (decoders of payloads outside this file).
+pub fn be_u64(b: &[u8], at: usize) -> u64 {
+    u64_at(b, at)
+}
+
+/// Big-endian u32 at `at` (decoders of payloads outside this file).
+pub fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32_at(b, at)
+}
+
+/// Maps an NBD errno from a reply to the local errno a bdev completes with: the NBD set is
+/// a subset of Linux's numbers; anything else (a server's invention) is an I/O error.
+pub fn local_errno(error: u32) -> i32 {
+    match error {
+        errno::EPERM => libc::EPERM,
+        // Not ENOMEM: locally that status means "resubmit" (SPDK's NOMEM), and a server that
+        // keeps answering it would make the bdev layer retry forever.
+        errno::EINVAL => libc::EINVAL,
+        errno::ENOSPC => libc::ENOSPC,
+        errno::EOVERFLOW => libc::EOVERFLOW,
+        errno::ENOTSUP => libc::ENOTSUP,
+        errno::ESHUTDOWN => libc::ESHUTDOWN,
+        _ => libc::EIO,
+    }
 }
 
 /// One option reply: magic, option, type, length, data.
@@ -691,20 +924,10 @@ mod tests {
         ));
     }
 
-    fn go_payload(name: &[u8], infos: &[u16]) -> Vec<u8> {
-        let mut d = (name.len() as u32).to_be_bytes().to_vec();
-        d.extend_from_slice(name);
-        d.extend_from_slice(&(infos.len() as u16).to_be_bytes());
-        for i in infos {
-            d.extend_from_slice(&i.to_be_bytes());
-        }
-        d
-    }
-
     #[test]
     fn go_and_info_payloads_are_decoded_and_checked() {
         assert_eq!(
-            parse_option(OPT_GO, &go_payload(b"Q0", &[INFO_BLOCK_SIZE, INFO_NAME])),
+            parse_option(OPT_GO, &info_request(b"Q0", &[INFO_BLOCK_SIZE, INFO_NAME])),
             OptionRequest::Info {
                 name: "Q0".into(),
                 requests: vec![INFO_BLOCK_SIZE, INFO_NAME],
@@ -712,20 +935,20 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_option(OPT_INFO, &go_payload(b"", &[])),
+            parse_option(OPT_INFO, &info_request(b"", &[])),
             OptionRequest::Info {
                 name: String::new(),
                 requests: vec![],
                 go: false
             }
         );
-        let mut long_name = go_payload(b"Q0", &[1]);
+        let mut long_name = info_request(b"Q0", &[1]);
         long_name[3] = 200;
         assert!(matches!(
             parse_option(OPT_GO, &long_name),
             OptionRequest::Invalid(_)
         ));
-        let mut bad_count = go_payload(b"Q0", &[1]);
+        let mut bad_count = info_request(b"Q0", &[1]);
         bad_count.push(0);
         assert!(matches!(
             parse_option(OPT_GO, &bad_count),
@@ -736,7 +959,7 @@ mod tests {
             OptionRequest::Invalid(_)
         ));
         assert!(matches!(
-            parse_option(OPT_GO, &go_payload(&[0xff, 0xfe], &[])),
+            parse_option(OPT_GO, &info_request(&[0xff, 0xfe], &[])),
             OptionRequest::Invalid(_)
         ));
     }
@@ -881,6 +1104,131 @@ mod tests {
             validate(&req(Command::Flush, 0, 0, 0), &no_flush),
             Err(errno::EINVAL)
         );
+    }
+
+    #[test]
+    fn the_client_accepts_our_greeting_and_refuses_oldstyle_or_foreign_ones() {
+        let ours = greeting();
+        assert_eq!(
+            parse_greeting(&ours),
+            Ok(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)
+        );
+        let mut oldstyle = ours;
+        oldstyle[8..16].copy_from_slice(&OLDSTYLE_MAGIC.to_be_bytes());
+        assert_eq!(
+            parse_greeting(&oldstyle),
+            Err(ProtoError::Greeting(OLDSTYLE_MAGIC))
+        );
+        let mut not_fixed = ours;
+        not_fixed[17] = 0;
+        assert_eq!(
+            parse_greeting(&not_fixed),
+            Err(ProtoError::NotFixedNewstyle)
+        );
+        assert!(matches!(
+            parse_greeting(&[b'x'; GREETING_LEN]),
+            Err(ProtoError::Greeting(_))
+        ));
+    }
+
+    #[test]
+    fn client_options_are_what_the_server_side_decodes() {
+        let go = option_request(OPT_GO, &info_request(b"disk", &[INFO_BLOCK_SIZE]));
+        let mut head = [0u8; OPTION_HEADER_LEN];
+        head.copy_from_slice(&go[..OPTION_HEADER_LEN]);
+        let (option, len) = parse_option_header(&head).unwrap();
+        assert_eq!(
+            (option, len as usize),
+            (OPT_GO, go.len() - OPTION_HEADER_LEN)
+        );
+        assert_eq!(
+            parse_option(option, &go[OPTION_HEADER_LEN..]),
+            OptionRequest::Info {
+                name: "disk".into(),
+                requests: vec![INFO_BLOCK_SIZE],
+                go: true
+            }
+        );
+    }
+
+    #[test]
+    fn option_replies_and_infos_decode_what_the_server_side_encodes() {
+        let reply = option_reply(OPT_GO, REP_INFO, &info_export(1 << 30, 0x1ff));
+        let mut head = [0u8; OPTION_REPLY_HEADER_LEN];
+        head.copy_from_slice(&reply[..OPTION_REPLY_HEADER_LEN]);
+        let r = OptionReply::parse(&head).unwrap();
+        assert_eq!((r.option, r.reply_type, r.len), (OPT_GO, REP_INFO, 12));
+        assert!(!r.is_error());
+        assert_eq!(
+            parse_info_reply(&reply[OPTION_REPLY_HEADER_LEN..]),
+            Some(Info::Export {
+                size: 1 << 30,
+                flags: 0x1ff
+            })
+        );
+        assert_eq!(
+            parse_info_reply(&info_block_size(512)),
+            Some(Info::BlockSize {
+                min: 512,
+                preferred: 4096,
+                max: MAX_PAYLOAD
+            })
+        );
+        assert_eq!(parse_info_reply(&info_name("x")), Some(Info::Other));
+        assert_eq!(parse_info_reply(&info_export(1, 1)[..11]), None);
+        let mut huge = head;
+        huge[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            OptionReply::parse(&huge),
+            Err(ProtoError::OptionTooLong { .. })
+        ));
+        head[0] ^= 1;
+        assert!(matches!(
+            OptionReply::parse(&head),
+            Err(ProtoError::OptionReplyMagic(_))
+        ));
+        let err = option_reply(OPT_GO, REP_ERR_UNKNOWN, b"no");
+        let mut head = [0u8; OPTION_REPLY_HEADER_LEN];
+        head.copy_from_slice(&err[..OPTION_REPLY_HEADER_LEN]);
+        assert!(OptionReply::parse(&head).unwrap().is_error());
+    }
+
+    #[test]
+    fn reply_headers_decode_what_the_server_side_encodes_and_wait_for_whole_ones() {
+        let simple = ReplyHeader::simple(7, errno::EIO);
+        assert_eq!(
+            ReplyHead::parse(simple.as_bytes()),
+            Ok(Some((
+                ReplyHead::Simple {
+                    error: errno::EIO,
+                    handle: 7
+                },
+                SIMPLE_REPLY_LEN
+            )))
+        );
+        assert_eq!(ReplyHead::parse(&simple.as_bytes()[..15]), Ok(None));
+        assert_eq!(ReplyHead::parse(&simple.as_bytes()[..3]), Ok(None));
+        let data = ReplyHeader::read_data(9, 4096, 512);
+        assert_eq!(
+            ReplyHead::parse(data.as_bytes()),
+            Ok(Some((
+                ReplyHead::Chunk {
+                    flags: REPLY_FLAG_DONE,
+                    kind: REPLY_TYPE_OFFSET_DATA,
+                    handle: 9,
+                    len: 520
+                },
+                CHUNK_HEADER_LEN
+            )))
+        );
+        assert_eq!(ReplyHead::parse(&data.as_bytes()[..19]), Ok(None));
+        assert_eq!(
+            ReplyHead::parse(&[1, 2, 3, 4, 5]),
+            Err(ProtoError::ReplyMagic(0x0102_0304))
+        );
+        assert_eq!(local_errno(errno::ENOSPC), libc::ENOSPC);
+        assert_eq!(local_errno(errno::ENOMEM), libc::EIO, "never a resubmit");
+        assert_eq!(local_errno(1234), libc::EIO);
     }
 
     #[test]

@@ -1,0 +1,15 @@
+/* The SPDK headers the quorum's bdev module uses, for bindgen: the bdev module API, threads
+ * and I/O channels, RPC and JSON read/write, logging, notify, env (DMA memory). */
+#include "spdk/stdinc.h"
+#include "spdk/bdev.h"
+#include "spdk/bdev_module.h"
+#include "spdk/env.h"
+#include "spdk/json.h"
+#include "spdk/jsonrpc.h"
+#include "spdk/log.h"
+#include "spdk/notify.h"
+#include "spdk/rpc.h"
+#include "spdk/string.h"
+#include "spdk/thread.h"
+#include "spdk/util.h"
+#include "spdk/uuid.h"

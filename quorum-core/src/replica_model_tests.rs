@@ -2,7 +2,7 @@
 //! client writes (some children failing or hanging on them), hung writes returning late,
 //! reads, rebuild steps and scrub steps, through the real state machine ([`QuorumIo`]),
 //! replica records ([`Replica`]) and participant rule. The model is the acknowledged data.
-//! Checked: every read that succeeds returns the model's bytes, and at the end (hung writes
+//! Checked: every read succeeds and returns the model's bytes, and at the end (hung writes
 //! returned, every child rebuilt) every child is synced and byte-identical to the model.
 //!
 //! Limit it keeps to: a copy is a vote among synced children, so with threshold 2 of 3 a
@@ -265,14 +265,17 @@ impl Sim {
         }
     }
 
+    /// A client read: it succeeds (at most one child is ever behind, so two synced children
+    /// are read) and returns the model's bytes.
     fn read(&self, offset: u64, blocks: u64) {
-        if let Ok(data) = self.voted_read(offset, blocks, false) {
-            let at = offset as usize * BS;
-            assert!(
-                data == self.model[at..at + data.len()],
-                "a read of {offset}+{blocks} returned data the model does not hold"
-            );
-        }
+        let data = self
+            .voted_read(offset, blocks, false)
+            .unwrap_or_else(|e| panic!("a read of {offset}+{blocks} failed: errno {e}"));
+        let at = offset as usize * BS;
+        assert!(
+            data == self.model[at..at + blocks as usize * BS],
+            "a read of {offset}+{blocks} returned data the model does not hold"
+        );
     }
 
     /// One step of a rebuild job on `child`, as the host's job takes it.

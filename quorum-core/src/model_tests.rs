@@ -30,8 +30,9 @@ const ERRNOS: [i32; 5] = [
     libc::ENOMEM,
 ];
 
+/// An event sink that numbers events and notifies nobody (the model tests' host).
 #[derive(Default)]
-struct Numbering(EventIds);
+pub(crate) struct Numbering(EventIds);
 
 impl EventSink for Numbering {
     fn next_id(&self) -> u64 {

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 
 use crate::bytes::ChildBytes;
 use crate::counters::ChildCounters;
-use crate::events::{EventIds, EventKind, EventSink};
 use crate::io::{Children, IoKind, QuorumIo, Request, Step};
+use crate::model_tests::Numbering;
 use crate::options::{Geometry, QuorumOptions, ReadPattern};
 use crate::quorum::Quorum;
 use crate::replica::{participants, ChildState, Replica, StateEvent, StateReason};
@@ -24,16 +24,6 @@ const BS: usize = 512;
 const BLOCKS: u64 = 16;
 const REGION_BLOCKS: u64 = 2;
 const N: usize = 3;
-
-#[derive(Default)]
-struct Numbering(EventIds);
-
-impl EventSink for Numbering {
-    fn next_id(&self) -> u64 {
-        self.0.next()
-    }
-    fn notify(&self, _: EventKind, _: &str) {}
-}
 
 struct SimChild {
     name: String,

@@ -540,8 +540,14 @@ fn delay_reset_aborts_the_io_it_holds() {
         .unwrap();
     }
     let rx = submit_all(&rt, 1, &d, reads(2, 0));
-    // Held for a minute: the reset below aborts both, which only held I/O can be.
+    // Held for a minute: the reset below aborts both, which only held I/O can be. The delay
+    // holds a read once its base has answered it: a read still at the base when the reset
+    // comes is not held yet, and would be held for the minute after it.
     wait_held(&rt, &d, 2, &rx);
+    let base = bdev(&rt, "M1");
+    common::wait_until("the reads to come back from the base", || {
+        in_flight(&rt, &base) == 0
+    });
     command(&rt, &d, IoType::Reset, 0, 0).unwrap();
     assert_eq!(
         wait_all(&rx, 2),

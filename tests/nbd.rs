@@ -644,7 +644,11 @@ fn export_delete_answers_in_flight_io_then_closes_its_clients() {
     let mut other = raw_unix(&sock).session("other");
     c.send(Cmd::Write, proto::CMD_FLAG_FUA, 42, 0, 4096);
     c.s.write_all(&[0x3e; 4096]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // The delay bdev holds a write once its base has done it: M0 counting it means the write
+    // is in flight at D0.
+    common::wait_until("the write to reach the delay bdev", || {
+        iostat(&t, "M0")["num_write_ops"] == 1
+    });
     assert_eq!(plugin_json(&t, &["nbd_get_exports"])[0]["connections"], 1);
     let started = Instant::now();
     assert_eq!(plugin_json(&t, &["nbd_export_delete", "slow"]), json!(true));

@@ -288,6 +288,7 @@ fn a_memory_table_change_waits_for_in_flight_io_before_it_is_acknowledged() {
     let data = pattern(64 << 10, 5);
     c.buf()[..data.len()].copy_from_slice(&data);
     let ptr = c.ptr(0);
+    let submitted = std::time::Instant::now();
     c.queues[0].write(4096, ptr, data.len(), 7, ReqFlags::empty());
     let mut none = [];
     let mut zero = std::time::Duration::ZERO;
@@ -297,12 +298,17 @@ fn a_memory_table_change_waits_for_in_flight_io_before_it_is_acknowledged() {
             .unwrap(),
         0
     );
+    // The write is in flight once the delay bdev holds it, which is after M0 did it; until
+    // then it may still sit in the avail ring, which a table change does not wait for.
+    common::wait_until("the write to be held by D0", || {
+        t.rpc_json(&["bdev_get_iostat", "--names", "M0"])["bdevs"][0]["num_write_ops"] == 1
+    });
     // A second buffer region: ADD_MEM_REG, acknowledged only once the rings drained, so
     // the write is complete when map_mem_region returns.
-    let start = std::time::Instant::now();
     let region = c.blkio.alloc_mem_region(MIB).unwrap();
     c.blkio.map_mem_region(&region).unwrap();
-    let waited = start.elapsed();
+    // The write is held a second from its submission on: the table change waited for it.
+    let waited = submitted.elapsed();
     let mut done: Vec<std::mem::MaybeUninit<blkio::Completion>> =
         vec![std::mem::MaybeUninit::uninit()];
     let mut zero = std::time::Duration::ZERO;
@@ -317,7 +323,7 @@ fn a_memory_table_change_waits_for_in_flight_io_before_it_is_acknowledged() {
     let first = unsafe { done[0].assume_init_ref() };
     assert_eq!((first.user_data, first.ret), (7, 0));
     assert!(
-        waited >= std::time::Duration::from_millis(500),
+        waited >= std::time::Duration::from_millis(1000),
         "{waited:?}"
     );
     // The new region is usable: read the data back into it.
